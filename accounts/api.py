@@ -1,0 +1,59 @@
+"""Auth API: register, login, me."""
+
+from uuid import UUID
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+
+from accounts.auth import user_auth
+from accounts.models import User
+from accounts.services import token_response, user_login, user_register_async
+from flashbid.errors import ApiError, ErrorCode, ErrorOut
+
+router = Router(tags=["auth"])
+
+
+class RegisterIn(Schema):
+    username: str = Field(max_length=150)
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=128)
+
+
+class LoginIn(Schema):
+    username: str = Field(max_length=150)
+    password: str = Field(max_length=128)
+
+
+class UserOut(Schema):
+    id: UUID
+    username: str
+    email: str
+    weight: float
+    is_admin: bool
+
+
+class TokenOut(Schema):
+    user: UserOut
+    access_token: str
+    token_type: str
+    expires_in: int
+
+
+@router.post("/register", response={201: TokenOut, 409: ErrorOut, 422: ErrorOut})
+async def register(request: HttpRequest, payload: RegisterIn):
+    user = await user_register_async(username=payload.username, email=payload.email, password=payload.password)
+    return 201, token_response(user)
+
+
+@router.post("/login", response={200: TokenOut, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut})
+async def login(request: HttpRequest, payload: LoginIn):
+    user = await user_login(request=request, username=payload.username, password=payload.password)
+    return token_response(user)
+
+
+@router.get("/me", response={200: UserOut, 401: ErrorOut}, auth=user_auth)
+async def me(request: HttpRequest):
+    user = await User.objects.filter(pk=request.auth.id).afirst()
+    if user is None:
+        raise ApiError(401, ErrorCode.NOT_AUTHENTICATED, "This account no longer exists.")
+    return user

@@ -1,0 +1,86 @@
+"""Authenticating API requests: a Bearer JWT, or the Django session cookie of the pages (with CSRF
+on unsafe methods). Neither path runs SQL once the user's caches are warm."""
+
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.http import HttpRequest
+from ninja.security.base import AuthBase
+from ninja.utils import check_csrf
+
+from accounts.selectors import CurrentUser, get_current_user, session_hash_matches, user_from_token
+from flashbid.errors import ApiError, ErrorCode
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _unauthenticated(detail: str = "Authentication credentials were not provided or are invalid.") -> ApiError:
+    return ApiError(401, ErrorCode.NOT_AUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _user_from_session(request: HttpRequest) -> CurrentUser | None:
+    session = request.session
+    user_id = await session.aget(SESSION_KEY)
+    if not user_id:
+        return None
+    user = await get_current_user(user_id)
+    if user is None or not user.is_active or not session_hash_matches(user, await session.aget(HASH_SESSION_KEY)):
+        return None
+    return user
+
+
+async def authenticate(request: HttpRequest) -> CurrentUser | None:
+    """The caller, or None when the request carries no credentials at all.
+
+    Raises 401 for credentials that are present but bad, and 403 for a cookie-authenticated
+    unsafe request without a valid CSRF token."""
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthenticated("Use an 'Authorization: Bearer <token>' header.")
+        user = await user_from_token(token)
+        if user is None:
+            raise _unauthenticated("The token is invalid, expired or revoked.")
+        return user
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return None
+    user = await _user_from_session(request)
+    if user is not None and request.method not in SAFE_METHODS and check_csrf(request) is not None:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "CSRF check failed: send the X-CSRFToken header.")
+    return user
+
+
+async def require_user(request: HttpRequest) -> CurrentUser:
+    user = await authenticate(request)
+    if user is None:
+        raise _unauthenticated()
+    return user
+
+
+async def require_admin(request: HttpRequest) -> CurrentUser:
+    user = await require_user(request)
+    if not user.is_admin:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "This endpoint is for admins.")
+    return user
+
+
+class UserAuth(AuthBase):
+    """django-ninja auth for the API: runs before the body is parsed, sets request.auth to the
+    CurrentUser, and documents the bearer scheme in OpenAPI."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+    openapi_bearerFormat = "JWT"
+
+    def __init__(self, *, admin: bool = False) -> None:
+        super().__init__()
+        self.admin = admin
+        self.is_async = True
+
+    async def __call__(self, request: HttpRequest) -> CurrentUser:
+        return await (require_admin if self.admin else require_user)(request)
+
+
+user_auth = UserAuth()
+admin_auth = UserAuth(admin=True)

@@ -1,0 +1,25 @@
+"""Keep the Redis user hash (auth layer 2) in step with PostgreSQL, after commit."""
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from accounts.models import User
+from accounts.selectors import local_forget, user_cache_store, user_hash_key
+from flashbid.redis import get_redis
+
+
+@receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
+def user_saved(sender, instance: User, **kwargs) -> None:
+    transaction.on_commit(lambda: user_cache_store(instance))
+
+
+@receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
+def user_deleted(sender, instance: User, **kwargs) -> None:
+    user_id = str(instance.pk)
+
+    def forget() -> None:
+        get_redis().delete(user_hash_key(user_id))
+        local_forget(user_id)
+
+    transaction.on_commit(forget)

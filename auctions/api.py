@@ -1,0 +1,179 @@
+"""Sessions, bids and admin API (django-ninja routers): parse, call one service, shape the answer."""
+
+import datetime as dt
+from decimal import Decimal
+from typing import Literal
+from uuid import UUID
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from django.http.request import RawPostDataException
+from django.core.exceptions import RequestDataTooBig
+from ninja import Field, Query, Router, Schema
+
+from accounts.api import UserOut
+from accounts.auth import admin_auth, user_auth
+from accounts.services import user_set_weight
+from auctions import selectors, services
+from auctions.rules import InvalidPrice, price_parse
+from flashbid.errors import ApiError, ErrorCode, ErrorOut
+from flashbid.json import json_response
+
+router = Router(tags=["sessions"])
+admin_router = Router(tags=["admin"], auth=admin_auth)
+
+Status = Literal["scheduled", "active", "ended", "settled"]
+
+
+class ProductOut(Schema):
+    id: int
+    name: str
+    description: str
+
+
+class SessionOut(Schema):
+    id: UUID
+    product: ProductOut
+    upset_price: Decimal
+    inventory: int
+    alpha: float
+    beta: float
+    gamma: float
+    start_time: dt.datetime
+    end_time: dt.datetime
+    status: Status
+    final_price: Decimal | None
+
+
+class BidIn(Schema):
+    price: Decimal | str = Field(description='A price like 123.45 (number or string), > 0, at most 2 decimals')
+
+
+class BidOut(Schema):
+    session_id: UUID
+    user_id: UUID
+    price: Decimal
+    score: float
+    rank: int
+    total_bidders: int
+    threshold_score: float | None
+    is_winning: bool
+    seq: int
+    accepted_at: dt.datetime
+
+
+class SessionFilter(Schema):
+    status: Status | None = None
+    limit: int = Field(100, ge=1, le=500)
+
+
+@router.get("/sessions", response={200: list[SessionOut], 422: ErrorOut})
+def sessions_list(request: HttpRequest, filters: Query[SessionFilter]):
+    return [selectors.session_as_dict(s) for s in selectors.sessions_list(status=filters.status, limit=filters.limit)]
+
+
+@router.get("/sessions/{uuid:session_id}", response={200: SessionOut, 404: ErrorOut})
+def session_detail(request: HttpRequest, session_id: UUID):
+    session = selectors.session_get(session_id=session_id)
+    if session is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+    return selectors.session_as_dict(session)
+
+
+def _bid_price(request: HttpRequest) -> Decimal:
+    """The price from a bid's JSON body; every malformed body is 422 `invalid_price`."""
+    try:
+        body = request.body
+    except (RequestDataTooBig, RawPostDataException):
+        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.") from None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(422, ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.') from None
+    if not isinstance(data, dict) or "price" not in data:
+        raise ApiError(422, ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.')
+    try:
+        return price_parse(data["price"])
+    except InvalidPrice as exc:
+        raise ApiError(422, ErrorCode.INVALID_PRICE, str(exc)) from None
+
+
+BID_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": BidIn.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/sessions/{uuid:session_id}/bids",
+    response={201: BidOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut,
+              422: ErrorOut, 429: ErrorOut},
+    openapi_extra=BID_BODY_DOC,
+    auth=user_auth,
+)
+async def bid_create(request: HttpRequest, session_id: UUID):
+    user = request.auth
+    price = _bid_price(request)
+    idempotency_key = request.headers.get("Idempotency-Key") or None
+    if idempotency_key is not None and len(idempotency_key) > 200:
+        raise ApiError(422, ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
+    result = await services.bid_place(session_id=session_id, user=user, price=price,
+                                      idempotency_key=idempotency_key)
+    return json_response({
+        "session_id": result.session_id,
+        "user_id": result.user_id,
+        "price": result.price,
+        "score": result.score,
+        "rank": result.rank,
+        "total_bidders": result.total_bidders,
+        "threshold_score": result.threshold_score,
+        "is_winning": result.is_winning,
+        "seq": result.seq,
+        "accepted_at": result.accepted_at,
+    }, status=200 if result.replayed else 201)
+
+
+# --- Admin ----------------------------------------------------------------------------------
+
+class ProductIn(Schema):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+
+
+class SessionIn(Schema):
+    product_id: int
+    upset_price: Decimal = Field(max_digits=12, decimal_places=2)
+    inventory: int
+    alpha: float = 1.0
+    beta: float = 0.0
+    gamma: float = 0.0
+    start_time: dt.datetime
+    end_time: dt.datetime
+
+
+class WeightIn(Schema):
+    weight: float = Field(ge=0, le=1_000_000)
+
+
+@admin_router.post("/products", response={201: ProductOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
+async def admin_product_create(request: HttpRequest, payload: ProductIn):
+    product = await sync_to_async(services.product_create)(name=payload.name, description=payload.description)
+    return 201, product
+
+
+@admin_router.post("/sessions", response={201: SessionOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
+async def admin_session_create(request: HttpRequest, payload: SessionIn):
+    def create():
+        session = services.session_create(**payload.dict(), created_by_id=request.auth.id)
+        return selectors.session_as_dict(session)
+
+    return 201, await sync_to_async(create)()
+
+
+@admin_router.patch("/users/{uuid:user_id}", response={200: UserOut, 401: ErrorOut, 403: ErrorOut,
+                                                       404: ErrorOut, 422: ErrorOut})
+async def admin_user_update(request: HttpRequest, user_id: UUID, payload: WeightIn):
+    return await sync_to_async(user_set_weight)(user_id=str(user_id), weight=payload.weight)

@@ -1,0 +1,166 @@
+"""The auction's durable record: products, bidding sessions, current bids, bid history, rankings."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SessionStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    ENDED = "ended"
+    SETTLED = "settled"
+
+
+class BiddingSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="sessions")
+    upset_price = models.DecimalField(max_digits=12, decimal_places=2)
+    inventory = models.PositiveIntegerField()
+    alpha = models.FloatField(default=1.0)
+    beta = models.FloatField(default=0.0)
+    gamma = models.FloatField(default=0.0)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    # Only `settled` is stored for good; scheduled/active/ended follow from the clock
+    # (see `current_status`). The stored value is kept in step by the settlement and is what
+    # the admin filters on.
+    status = models.CharField(
+        max_length=16, choices=SessionStatus.choices, default=SessionStatus.SCHEDULED
+    )
+    final_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="created_sessions",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-start_time"]
+        constraints = [
+            models.CheckConstraint(condition=Q(upset_price__gt=0), name="session_upset_price_positive"),
+            models.CheckConstraint(condition=Q(inventory__gte=1), name="session_inventory_at_least_one"),
+            models.CheckConstraint(
+                condition=Q(alpha__gte=0) & Q(beta__gte=0) & Q(gamma__gte=0),
+                name="session_weights_non_negative",
+            ),
+            models.CheckConstraint(condition=Q(end_time__gt=F("start_time")), name="session_end_after_start"),
+            models.CheckConstraint(
+                condition=~Q(status=SessionStatus.SETTLED) | Q(settled_at__isnull=False),
+                name="session_settled_has_settled_at",
+            ),
+            models.CheckConstraint(
+                condition=Q(final_price__isnull=True) | Q(final_price__gt=0),
+                name="session_final_price_positive",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "end_time"], name="session_status_end_idx"),
+            models.Index(fields=["start_time"], name="session_start_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.name} ({self.start_time:%Y-%m-%d %H:%M})"
+
+    def current_status(self, now) -> str:
+        """The lifecycle state at `now`: settled is final, the others follow from the clock."""
+        if self.status == SessionStatus.SETTLED:
+            return SessionStatus.SETTLED
+        if now < self.start_time:
+            return SessionStatus.SCHEDULED
+        if now < self.end_time:
+            return SessionStatus.ACTIVE
+        return SessionStatus.ENDED
+
+
+class Bid(models.Model):
+    """The current (highest) bid of one bidder in one session, as last accepted by the engine."""
+
+    session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="bids")
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bids")
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    score = models.FloatField()
+    seq = models.BigIntegerField()
+    accepted_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "bidder"], name="bid_one_per_bidder"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="bid_price_positive"),
+            models.CheckConstraint(condition=Q(seq__gte=1), name="bid_seq_positive"),
+        ]
+        indexes = [
+            # The settled order: score desc, then the earlier accepted bid.
+            models.Index(fields=["session", "-score", "seq"], name="bid_session_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bidder_id} @ {self.price}"
+
+
+class BidEvent(models.Model):
+    """Every accepted bid, in acceptance order (append-only history)."""
+
+    session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="bid_events")
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bid_events")
+    seq = models.BigIntegerField()
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    score = models.FloatField()
+    weight = models.FloatField()
+    accepted_at = models.DateTimeField()
+    persisted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="bidevent_unique_seq"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="bidevent_price_positive"),
+        ]
+        indexes = [models.Index(fields=["session", "bidder"], name="bidevent_session_bidder_idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.bidder_id} @ {self.price}"
+
+
+class Ranking(models.Model):
+    """The settled order of one session: written once, by the settlement."""
+
+    session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="rankings")
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings")
+    rank = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    score = models.FloatField()
+    seq = models.BigIntegerField()
+    is_winner = models.BooleanField()
+
+    class Meta:
+        ordering = ["session", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "rank"], name="ranking_unique_rank"),
+            models.UniqueConstraint(fields=["session", "bidder"], name="ranking_unique_bidder"),
+            models.CheckConstraint(condition=Q(rank__gte=1), name="ranking_rank_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.bidder_id}"
+
+

@@ -1,0 +1,186 @@
+"""Write-behind: the bid streams in Redis drained into PostgreSQL, at least once and idempotently.
+
+Every accepted bid is an entry of its session's stream (place_bid.lua). Entries are read through
+the consumer group PERSIST_GROUP, written in one transaction per batch (BidEvent rows unique per
+session+seq; the current Bid row per bidder only replaced by a higher seq), then acknowledged and
+deleted. An entry is acknowledged only after its batch committed, so a crash at any point leaves it
+pending, to be re-read by its consumer or reclaimed by another after RECLAIM_IDLE_MS.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import redis
+from django.db import connection, transaction
+from django.utils import timezone
+
+from auctions.engine import session_keys, us_to_datetime
+from auctions.models import BiddingSession, SessionStatus
+from flashbid.redis import get_redis, key
+
+logger = logging.getLogger(__name__)
+
+PERSIST_GROUP = "persist"
+BATCH_SIZE = 5_000
+# A tick drains at most this many batches per session, so one tick stays bounded (~1 s at
+# 50k rows/s); the rest waits for the next tick.
+MAX_BATCHES_PER_TICK = 20
+RECLAIM_IDLE_MS = 30_000
+LOCK_TIMEOUT_SECONDS = 120
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class PersistReport:
+    events: int = 0
+    bids: int = 0
+    sessions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, session_id: str, events: int, bids: int) -> None:
+        self.events += events
+        self.bids += bids
+        if events:
+            self.sessions[session_id] = self.sessions.get(session_id, 0) + events
+
+    def as_dict(self) -> dict:
+        return {"events": self.events, "bids": self.bids, "sessions": self.sessions}
+
+
+def _ensure_group(client: redis.Redis, stream: str) -> None:
+    try:
+        client.xgroup_create(stream, PERSIST_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+_BATCH_TABLE_SQL = """
+CREATE TEMP TABLE persist_batch (
+    session_id uuid, bidder_id uuid, seq bigint, price numeric(12, 2),
+    score double precision, weight double precision, accepted_at timestamptz
+) ON COMMIT DROP
+"""
+_EVENTS_SQL = """
+INSERT INTO auctions_bidevent (session_id, bidder_id, seq, price, score, weight, accepted_at, persisted_at)
+SELECT b.session_id, b.bidder_id, b.seq, b.price, b.score, b.weight, b.accepted_at, now()
+FROM persist_batch b JOIN accounts_user u ON u.id = b.bidder_id
+ON CONFLICT (session_id, seq) DO NOTHING
+"""
+# DISTINCT ON: one statement cannot update the same row twice. The WHERE keeps a newer row.
+_BIDS_SQL = """
+INSERT INTO auctions_bid (session_id, bidder_id, price, score, seq, accepted_at, updated_at)
+SELECT DISTINCT ON (b.session_id, b.bidder_id)
+       b.session_id, b.bidder_id, b.price, b.score, b.seq, b.accepted_at, now()
+FROM persist_batch b JOIN accounts_user u ON u.id = b.bidder_id
+ORDER BY b.session_id, b.bidder_id, b.seq DESC
+ON CONFLICT (session_id, bidder_id) DO UPDATE
+SET price = excluded.price, score = excluded.score, seq = excluded.seq,
+    accepted_at = excluded.accepted_at, updated_at = excluded.updated_at
+WHERE auctions_bid.seq < excluded.seq
+"""
+
+
+@transaction.atomic
+def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[int, int]:
+    """Write one batch of stream entries in one transaction. Returns (events, bids) written.
+
+    Idempotent: re-writing an entry changes nothing. Entries of deleted users are skipped."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BATCH_TABLE_SQL)
+        with cursor.copy(
+            "COPY persist_batch (session_id, bidder_id, seq, price, score, weight, accepted_at) FROM STDIN"
+        ) as copy:
+            for _entry_id, f in entries:
+                copy.write_row((session_id, f["u"], int(f["q"]), f["p"], float(f["s"]), float(f["w"]),
+                                us_to_datetime(int(f["t"]))))
+        cursor.execute(_EVENTS_SQL)
+        events = cursor.rowcount
+        cursor.execute(_BIDS_SQL)
+        bids = cursor.rowcount
+    return events, bids
+
+
+def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, report: PersistReport) -> None:
+    entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+    if not entries:
+        return
+    events, bids = entries_write(session_id=session_id, entries=entries)
+    ids = [entry_id for entry_id, _ in entries]
+    # Only after the commit: acknowledge, then delete what PostgreSQL now holds.
+    pipe = client.pipeline(transaction=False)
+    pipe.xack(stream, PERSIST_GROUP, *ids)
+    pipe.xdel(stream, *ids)
+    pipe.execute()
+    report.add(session_id, events, bids)
+
+
+def session_drain(*, session_id: str, report: PersistReport | None = None, reclaim_idle_ms: int = RECLAIM_IDLE_MS,
+                  max_batches: int = MAX_BATCHES_PER_TICK) -> PersistReport:
+    """Persist a session's stream: first this consumer's own pending entries, then entries pending
+    on other consumers for `reclaim_idle_ms` (XAUTOCLAIM, following its cursor), then new ones.
+
+    The settlement calls it with reclaim_idle_ms=0 and no batch bound, to leave nothing behind."""
+    report = report or PersistReport()
+    client = get_redis()
+    stream = session_keys(session_id).stream
+    _ensure_group(client, stream)
+    me = consumer_name()
+    batches = 0
+
+    while batches < max_batches:  # own pending entries (a failed earlier batch of this process)
+        reply = client.xreadgroup(PERSIST_GROUP, me, {stream: "0"}, count=BATCH_SIZE)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            break
+        _apply(client, stream, session_id, entries, report)
+        batches += 1
+
+    cursor = "0-0"
+    while batches < max_batches:  # entries left pending by a dead or stuck consumer
+        cursor, entries, _deleted = client.xautoclaim(stream, PERSIST_GROUP, me, reclaim_idle_ms,
+                                                      start_id=cursor, count=BATCH_SIZE)
+        _apply(client, stream, session_id, entries, report)
+        batches += 1
+        if cursor == "0-0":
+            break
+
+    while batches < max_batches:  # new entries
+        reply = client.xreadgroup(PERSIST_GROUP, me, {stream: ">"}, count=BATCH_SIZE)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            break
+        _apply(client, stream, session_id, entries, report)
+        batches += 1
+    return report
+
+
+def sessions_to_persist() -> list[str]:
+    """Sessions whose streams may hold entries: started and not yet settled."""
+    return [str(pk) for pk in BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
+            .filter(start_time__lte=timezone.now()).values_list("pk", flat=True)]
+
+
+def bids_persist_all() -> dict:
+    """One persist tick over every open session, under a lock so that ticks never overlap.
+
+    Cost: at most MAX_BATCHES_PER_TICK x BATCH_SIZE entries per session per tick."""
+    report = PersistReport()
+    client = get_redis()
+    lock = client.lock(key("lock", "persist"), timeout=LOCK_TIMEOUT_SECONDS, blocking=False)
+    if not lock.acquire():
+        logger.info("persist_bids: another run holds the lock; skipping this tick")
+        return report.as_dict()
+    try:
+        for session_id in sessions_to_persist():
+            session_drain(session_id=session_id, report=report)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            logger.warning("persist_bids: the lock expired before the run ended")
+    return report.as_dict()

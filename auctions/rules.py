@@ -1,0 +1,96 @@
+"""The auction's rules as pure functions: price validity, the score, the ranking order, the
+settlement (winners and final price). No I/O. The bid script (lua/place_bid.lua) and the
+settlement follow these, and tests hold both against them."""
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+MAX_PRICE = Decimal("1000000000")
+PRICE_QUANTUM = Decimal("0.01")
+# Sorted-set members are "<MAX_SEQ - seq, zero-padded>:<user id>": among equal scores the
+# greater member (the smaller seq, the earlier bid) comes first in ZREVRANGE.
+MAX_SEQ = 10**15
+SEQ_DIGITS = 16
+
+
+class InvalidPrice(ValueError):
+    pass
+
+
+def price_parse(value: object) -> Decimal:
+    """A bid price from JSON input: a finite number or numeric string, > 0, at most 2 decimals,
+    at most 1,000,000,000. Raises InvalidPrice otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidPrice("price must be a number like 123.45")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPrice("price must be a finite number")
+        text = repr(value)
+    else:
+        text = str(value).strip()
+    if len(text) > 32:
+        raise InvalidPrice("price must be a number like 123.45")
+    try:
+        price = Decimal(text)
+    except InvalidOperation:
+        raise InvalidPrice("price must be a number like 123.45") from None
+    if not price.is_finite():
+        raise InvalidPrice("price must be a finite number")
+    if price <= 0:
+        raise InvalidPrice("price must be greater than 0")
+    if price > MAX_PRICE:
+        raise InvalidPrice("price must not exceed 1,000,000,000")
+    if price != price.quantize(PRICE_QUANTUM):
+        raise InvalidPrice("price must have at most 2 decimals")
+    return price.quantize(PRICE_QUANTUM)
+
+
+def price_to_cents(price: Decimal) -> int:
+    return int(price * 100)
+
+
+def cents_to_price(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(PRICE_QUANTUM)
+
+
+def bid_score(*, alpha: float, beta: float, gamma: float, price: Decimal, weight: float,
+              accepted_us: int, start_us: int) -> float:
+    """score = alpha * price + beta / (T + 1) + gamma * weight, T in seconds since the start.
+
+    Evaluated in the same order and precision as the bid script, so the two agree to the bit."""
+    elapsed = (accepted_us - start_us) / 1_000_000
+    return alpha * float(price) + beta / (elapsed + 1) + gamma * weight
+
+
+def rank_member(*, seq: int, user_id: str) -> str:
+    return f"{MAX_SEQ - seq:0{SEQ_DIGITS}d}:{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RankedBid:
+    bidder_id: str
+    price: Decimal
+    score: float
+    seq: int
+
+
+def ranking_order(bids: list[RankedBid]) -> list[RankedBid]:
+    """Higher score first; equal scores: the earlier accepted bid (smaller seq) first."""
+    return sorted(bids, key=lambda bid: (-bid.score, bid.seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    ranking: list[RankedBid]
+    winners: int
+    final_price: Decimal | None
+
+
+def settle(bids: list[RankedBid], *, inventory: int) -> Settlement:
+    """Winners are the first min(K, bidders); the final price is the K-th ranked bid's price, or
+    the last ranked bid's when there are fewer than K bidders; no bids, no price."""
+    ranking = ranking_order(bids)
+    winners = min(inventory, len(ranking))
+    final_price = ranking[winners - 1].price if winners else None
+    return Settlement(ranking=ranking, winners=winners, final_price=final_price)

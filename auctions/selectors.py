@@ -1,0 +1,65 @@
+"""Auction reads: sessions for the API and pages."""
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from auctions.models import BiddingSession, Ranking, SessionStatus
+
+STATUS_FILTERS = {
+    SessionStatus.SCHEDULED: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(start_time__gt=now),
+    SessionStatus.ACTIVE: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(start_time__lte=now, end_time__gt=now),
+    SessionStatus.ENDED: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(end_time__lte=now),
+    SessionStatus.SETTLED: lambda now: Q(status=SessionStatus.SETTLED),
+}
+
+
+def sessions_list(*, status: str | None = None, limit: int = 100) -> QuerySet[BiddingSession]:
+    sessions = BiddingSession.objects.select_related("product").order_by("-start_time")
+    if status is not None:
+        sessions = sessions.filter(STATUS_FILTERS[status](timezone.now()))
+    return sessions[:limit]
+
+
+def session_get(*, session_id) -> BiddingSession | None:
+    return BiddingSession.objects.select_related("product").filter(pk=session_id).first()
+
+
+def session_as_dict(session: BiddingSession, now=None) -> dict:
+    """The contract's `session` object."""
+    return {
+        "id": session.id,
+        "product": {
+            "id": session.product.id,
+            "name": session.product.name,
+            "description": session.product.description,
+        },
+        "upset_price": session.upset_price,
+        "inventory": session.inventory,
+        "alpha": session.alpha,
+        "beta": session.beta,
+        "gamma": session.gamma,
+        "start_time": session.start_time,
+        "end_time": session.end_time,
+        "status": session.current_status(now or timezone.now()),
+        "final_price": session.final_price,
+    }
+
+
+def results_get(*, session_id) -> dict | None:
+    """The settled outcome of a session (None if it is not settled)."""
+    session = BiddingSession.objects.filter(pk=session_id, status=SessionStatus.SETTLED).first()
+    if session is None:
+        return None
+    rankings = Ranking.objects.filter(session=session).select_related("bidder").order_by("rank")
+    winners = [
+        {"rank": r.rank, "user_id": r.bidder_id, "username": r.bidder.username, "price": r.price, "score": r.score}
+        for r in rankings.filter(is_winner=True)
+    ]
+    return {
+        "session_id": session.id,
+        "final_price": session.final_price,
+        "inventory": session.inventory,
+        "total_bidders": rankings.count(),
+        "winners": winners,
+        "settled_at": session.settled_at,
+    }

@@ -1,0 +1,146 @@
+"""Settlement: the end of a session. Exactly once per session, from PostgreSQL's durable record.
+
+Order of work for one session (`session_settle`):
+1. check by Redis's clock that the session has ended (no bid can be accepted any more);
+2. drain its stream into PostgreSQL (all pending entries, whoever holds them);
+3. persist any bidder Redis ranks but PostgreSQL lacks (the stream entry was lost);
+4. in one transaction holding the session's row lock (SELECT ... FOR UPDATE SKIP LOCKED, so
+   racing workers skip it rather than wait): rank the Bid rows by the contract's order, write
+   Ranking rows, final_price, status=settled, settled_at;
+5. after commit: mark the Redis state settled and announce the result to listeners.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from auctions import engine, persistence
+from auctions.models import Bid, BiddingSession, Ranking, SessionStatus
+from auctions.rules import RankedBid, cents_to_price, settle
+from flashbid.errors import ApiError, ErrorCode
+from flashbid.redis import get_redis
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOutcome:
+    session_id: str
+    bidders: int
+    winners: int
+    final_price: object
+    seconds: float
+
+
+def _persist_missing_from_redis(session_id: str) -> int:
+    """Write Bid rows for bidders in the Redis ranking that PostgreSQL does not hold."""
+    keys = engine.session_keys(session_id)
+    client = get_redis()
+    live = client.hgetall(keys.bids)
+    if not live:
+        return 0
+    known = {str(pk) for pk in Bid.objects.filter(session_id=session_id).values_list("bidder_id", flat=True)}
+    missing = []
+    for user_id, value in live.items():
+        if user_id in known:
+            continue
+        cents, seq, score, accepted_us, _member = value.split("|", 4)
+        missing.append(("0-0", {"u": user_id, "p": str(cents_to_price(int(cents))), "s": score,
+                                "q": seq, "t": accepted_us, "w": "0"}))
+    if missing:
+        logger.warning("settlement %s: %d bidder(s) were in Redis but not in the stream; persisting",
+                       session_id, len(missing))
+        persistence.entries_write(session_id=session_id, entries=missing)
+    return len(missing)
+
+
+def session_settle(*, session_id: str) -> SettleOutcome | None:
+    """Settle one ended session. Returns None when another worker holds it or it is settled.
+
+    Raises ApiError 409 `session_not_ended` before the end by Redis's clock."""
+    started = time.perf_counter()
+    session = BiddingSession.objects.filter(pk=session_id).first()
+    if session is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+    if session.status == SessionStatus.SETTLED:
+        return None
+    if engine.redis_clock_us() < engine.to_us(session.end_time):
+        raise ApiError(409, ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
+
+    persistence.session_drain(session_id=str(session.pk), reclaim_idle_ms=0, max_batches=10**9)
+    live_bidders = get_redis().zcard(engine.session_keys(session.pk).rank)
+    if live_bidders:
+        _persist_missing_from_redis(str(session.pk))
+    elif Bid.objects.filter(session=session).exists():
+        logger.warning("settlement %s: Redis holds no ranking; settling from PostgreSQL alone", session.pk)
+
+    with transaction.atomic():
+        locked = (BiddingSession.objects.select_for_update(skip_locked=True)
+                  .filter(pk=session.pk).exclude(status=SessionStatus.SETTLED).first())
+        if locked is None:
+            return None
+        bids = [RankedBid(bidder_id=str(b.bidder_id), price=b.price, score=b.score, seq=b.seq)
+                for b in Bid.objects.filter(session=locked).only("bidder_id", "price", "score", "seq")]
+        if live_bidders and len(bids) < live_bidders:
+            raise RuntimeError(f"settlement {locked.pk}: PostgreSQL holds {len(bids)} bidders, "
+                               f"Redis ranks {live_bidders}; not settling")
+        outcome = settle(bids, inventory=locked.inventory)
+        Ranking.objects.bulk_create(
+            [Ranking(session=locked, bidder_id=bid.bidder_id, rank=rank, price=bid.price, score=bid.score,
+                     seq=bid.seq, is_winner=rank <= outcome.winners)
+             for rank, bid in enumerate(outcome.ranking, start=1)],
+            batch_size=5_000,
+        )
+        locked.final_price = outcome.final_price
+        locked.status = SessionStatus.SETTLED
+        locked.settled_at = timezone.now()
+        locked.save(update_fields=["final_price", "status", "settled_at", "updated_at"])
+        transaction.on_commit(lambda: _after_settled(str(locked.pk)))
+    return SettleOutcome(session_id=str(locked.pk), bidders=len(bids), winners=outcome.winners,
+                         final_price=outcome.final_price, seconds=time.perf_counter() - started)
+
+
+def _after_settled(session_id: str) -> None:
+    """Mark the live state settled (bids refused, board says settled) and keep it a while."""
+    keys = engine.session_keys(session_id)
+    pipe = get_redis().pipeline()
+    pipe.hset(keys.params, "settled", "1")
+    pipe.hincrby(keys.meta, "ver", 1)
+    for name in keys.all():
+        pipe.expire(name, engine.SETTLED_KEYS_TTL_SECONDS)
+    pipe.execute()
+    from leaderboard.broadcast import announce_settled
+
+    announce_settled(session_id)
+
+
+def statuses_refresh() -> None:
+    """Keep the stored status (admin filters) in step with the clock for unsettled sessions."""
+    now = timezone.now()
+    open_sessions = BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
+    open_sessions.filter(start_time__gt=now).exclude(status=SessionStatus.SCHEDULED).update(status=SessionStatus.SCHEDULED)
+    open_sessions.filter(start_time__lte=now, end_time__gt=now).exclude(status=SessionStatus.ACTIVE).update(status=SessionStatus.ACTIVE)
+    open_sessions.filter(end_time__lte=now).exclude(status=SessionStatus.ENDED).update(status=SessionStatus.ENDED)
+
+
+def sessions_settle_due() -> list[str]:
+    """Settle every session whose end has passed by Redis's clock. Safe to run concurrently."""
+    statuses_refresh()
+    now = engine.us_to_datetime(engine.redis_clock_us())
+    due = (BiddingSession.objects.exclude(status=SessionStatus.SETTLED).filter(end_time__lte=now)
+           .order_by("end_time").values_list("pk", flat=True))
+    settled = []
+    for session_id in due:
+        try:
+            outcome = session_settle(session_id=str(session_id))
+        except Exception:
+            logger.exception("settlement of %s failed; it will be retried on the next tick", session_id)
+            continue
+        if outcome is not None:
+            logger.info("settled %s: %d bidders, %d winners, final price %s in %.3f s", outcome.session_id,
+                        outcome.bidders, outcome.winners, outcome.final_price, outcome.seconds)
+            settled.append(outcome.session_id)
+    return settled

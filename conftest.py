@@ -1,0 +1,115 @@
+"""Fixtures shared by every app's tests: a clean Redis database, fast password hashing, users,
+tokens and sessions. Tests run on real PostgreSQL (a test database) and real Redis (database 15)."""
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _redis_clean():
+    from accounts.selectors import local_clear
+    from flashbid.redis import get_redis
+    from leaderboard import selectors
+
+    client = get_redis()
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    assert db != 0, "tests refuse to flush Redis database 0: set REDIS_URL to a test database"
+    client.flushdb()
+    local_clear()
+    selectors._meta_cache.clear()
+    yield
+    local_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def make_user(db):
+    from accounts.models import User
+
+    def make(*, weight: float = 1.0, is_staff: bool = False, password: str = "s3cret-pass-123", **extra):
+        n = next(_counter)
+        username = extra.pop("username", f"user{n}")
+        user = User(username=username, email=extra.pop("email", f"{username}@example.test"),
+                    weight=weight, is_staff=is_staff, **extra)
+        user.set_password(password)
+        user.save()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_for():
+    from accounts.tokens import token_issue
+
+    def token(user) -> str:
+        return token_issue(user_id=str(user.pk), token_version=user.token_version)[0]
+
+    return token
+
+
+@pytest.fixture
+def auth_header(token_for):
+    def header(user) -> dict:
+        return {"Authorization": f"Bearer {token_for(user)}"}
+
+    return header
+
+
+@pytest.fixture
+def make_session(db):
+    from auctions.models import BiddingSession, Product
+
+    def make(*, starts_in: float = -60, lasts: float = 3600, upset_price: str = "10.00", inventory: int = 3,
+             alpha: float = 1.0, beta: float = 0.0, gamma: float = 0.0, **extra):
+        product = Product.objects.create(name=f"product {next(_counter)}")
+        start = timezone.now() + dt.timedelta(seconds=starts_in)
+        return BiddingSession.objects.create(
+            product=product, upset_price=Decimal(upset_price), inventory=inventory, alpha=alpha, beta=beta,
+            gamma=gamma, start_time=start, end_time=start + dt.timedelta(seconds=lasts), **extra,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def api():
+    """An HTTP client speaking to the real ASGI application (Django + Channels) in-process."""
+    from flashbid.asgi import application
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                                 base_url="http://localhost") as client:
+        yield client
+
+
+def pytest_report_header(config):
+    return [f"redis: {settings.REDIS_URL}", f"database: {settings.DATABASES['default']['NAME']} (test_ prefix)"]
+
+
+@pytest.fixture
+def started(tmp_path):
+    """Start real processes (tests.processes) for one test; all are stopped afterwards."""
+    from tests import processes
+
+    running: list[processes.Process] = []
+
+    def start(factory, *args, **kwargs) -> processes.Process:
+        process = factory(tmp_path, *args, **kwargs)
+        running.append(process)
+        return process
+
+    yield start
+    for process in reversed(running):
+        process.stop()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Bring the whole system up on this machine: bootstrap, migrate, seed, then daphne + Celery worker
+# + beat + Flower under honcho (deploy/Procfile). Ctrl-C stops all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/bootstrap.sh requirements.txt
+mkdir -p var
+.venv/bin/python manage.py migrate --noinput -v0
+.venv/bin/python manage.py collectstatic --noinput -v0
+.venv/bin/python manage.py seed_demo
+WEB="http://${FLASHBID_BIND:-127.0.0.1}:${FLASHBID_WEB_PORT:-8000}"
+cat <<URLS
+
+FlashBid is starting:
+  API docs        $WEB/api/docs
+  Django admin    $WEB/admin/
+  Health / ready  $WEB/healthz  $WEB/readyz
+  Metrics         $WEB/metrics
+  WebSocket       ${WEB/http/ws}/ws/sessions/<session id>/
+  Flower          http://${FLASHBID_BIND:-127.0.0.1}:${FLASHBID_FLOWER_PORT:-5555}/
+Ctrl-C stops everything.
+
+URLS
+exec .venv/bin/honcho -f deploy/Procfile -d . start

@@ -1,0 +1,147 @@
+"""The live read model over Redis: board pages, the tiny meta, one bidder's standing.
+
+Every read is one round trip to one Lua script that returns a consistent snapshot (version and
+rows from the same instant) in O(log N + page size)."""
+
+import math
+import threading
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from cachetools import TTLCache
+from django.conf import settings
+
+from auctions import engine
+from auctions.models import SessionStatus
+from auctions.rules import cents_to_price
+from flashbid.errors import ApiError, ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class Board:
+    session_id: str
+    status: str
+    version: int
+    inventory: int
+    total_bidders: int
+    threshold_score: float | None
+    highest_price: object
+    end_time: object
+    server_time: object
+    entries: list[dict]
+
+
+def _status(now_us: int, start_us: int, end_us: int, settled: bool) -> str:
+    if settled:
+        return SessionStatus.SETTLED
+    if now_us < start_us:
+        return SessionStatus.SCHEDULED
+    if now_us < end_us:
+        return SessionStatus.ACTIVE
+    return SessionStatus.ENDED
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+
+
+async def _run(name: str, keys: list[str], args: list, session_id) -> list:
+    """Run a read script, loading the session's parameters first if Redis does not have them."""
+    script = engine.async_script(name)
+    reply = await script(keys=keys, args=args)
+    if reply[0] == "err" and reply[1] == "no_params":
+        await sync_to_async(engine.params_load)(session_id)
+        reply = await script(keys=keys, args=args)
+    if reply[0] == "err" and reply[1] in ("not_found", "no_params"):
+        raise _not_found()
+    return reply
+
+
+async def board_read(*, session_id, offset: int, count: int) -> Board:
+    keys = engine.session_keys(session_id)
+    reply = await _run("board_page", [keys.params, keys.rank, keys.bids, keys.names, keys.meta],
+                       [offset, count], session_id)
+    _, now_us, start_us, end_us, settled, inventory, version, total, threshold, highest, rows = reply
+    rank = offset
+    entries = []
+    inventory = int(inventory)
+    for i in range(0, len(rows), 4):
+        rank += 1
+        entries.append({
+            "rank": rank,
+            "user_id": rows[i],
+            "username": rows[i + 1],
+            "price": cents_to_price(int(rows[i + 2])),
+            "score": float(rows[i + 3]),
+            "is_winner": rank <= inventory,
+        })
+    highest = int(highest)
+    return Board(
+        session_id=str(session_id),
+        status=_status(int(now_us), int(start_us), int(end_us), settled == "1"),
+        version=int(version),
+        inventory=inventory,
+        total_bidders=int(total),
+        threshold_score=float(threshold) if threshold else None,
+        highest_price=cents_to_price(highest) if highest else None,
+        end_time=engine.us_to_datetime(int(end_us)),
+        server_time=engine.us_to_datetime(int(now_us)),
+        entries=entries,
+    )
+
+
+async def leaderboard_page(*, session_id, page: int, page_size: int) -> dict:
+    board = await board_read(session_id=session_id, offset=(page - 1) * page_size, count=page_size)
+    return {
+        "session_id": board.session_id,
+        "status": board.status,
+        "version": board.version,
+        "inventory": board.inventory,
+        "total_bidders": board.total_bidders,
+        "threshold_score": board.threshold_score,
+        "highest_price": board.highest_price,
+        "page": page,
+        "page_size": page_size,
+        "total_pages": max(1, math.ceil(board.total_bidders / page_size)),
+        "entries": board.entries,
+    }
+
+
+_meta_cache: TTLCache = TTLCache(maxsize=10_000, ttl=settings.LEADERBOARD_META_CACHE_SECONDS)
+_meta_lock = threading.Lock()
+
+
+async def leaderboard_meta(*, session_id) -> dict:
+    """The tiny poll target; cached in-process for at most LEADERBOARD_META_CACHE_SECONDS."""
+    cache_key = str(session_id)
+    with _meta_lock:
+        cached = _meta_cache.get(cache_key)
+    if cached is not None:
+        return cached
+    board = await board_read(session_id=session_id, offset=0, count=0)
+    meta = {
+        "version": board.version,
+        "status": board.status,
+        "total_bidders": board.total_bidders,
+        "threshold_score": board.threshold_score,
+        "highest_price": board.highest_price,
+        "end_time": board.end_time,
+        "server_time": board.server_time,
+    }
+    with _meta_lock:
+        _meta_cache[cache_key] = meta
+    return meta
+
+
+async def my_bid(*, session_id, user_id: str) -> dict:
+    keys = engine.session_keys(session_id)
+    reply = await _run("my_bid", [keys.params, keys.rank, keys.bids], [user_id], session_id)
+    if reply[0] == "err":
+        raise ApiError(404, ErrorCode.NO_BID, "You have no bid in this session.")
+    _, cents, score, rank, inventory = reply
+    return {
+        "price": cents_to_price(int(cents)),
+        "score": float(score),
+        "rank": int(rank),
+        "is_winning": int(rank) <= int(inventory),
+    }

@@ -1,0 +1,119 @@
+"""Start real FlashBid processes (daphne, Celery worker, beat) against the test database and the
+test Redis database, and stop them reliably."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: the test database (as created by pytest-django) and
+    the test Redis database."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "flashbid.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: no {text!r} within {timeout}s:\n{self.log()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self._log.close()
+
+
+def celery_worker(log_dir: Path, name: str = "worker", **env: str) -> Process:
+    return Process(name, [str(BIN / "celery"), "-A", "flashbid", "worker", "--pool=solo", "--loglevel=INFO",
+                          "--without-gossip", "--without-mingle", "-n", f"{name}@%h"],
+                   test_env(**env), log_dir)
+
+
+def celery_beat(log_dir: Path, name: str = "beat", **env: str) -> Process:
+    schedule = log_dir / f"{name}-schedule"
+    return Process(name, [str(BIN / "celery"), "-A", "flashbid", "beat", "--loglevel=INFO", "-s", str(schedule)],
+                   test_env(**env), log_dir)
+
+
+def daphne(log_dir: Path, port: int, name: str = "daphne", **env: str) -> Process:
+    process = Process(name, [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"],
+                      test_env(**env), log_dir)
+    wait_for_port(port, process)
+    return process
+
+
+def wait_for_port(port: int, process: Process, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{process.name} exited:\n{process.log()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{process.name} did not listen on {port}")
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{message} not met within {timeout}s")
