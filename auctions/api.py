@@ -15,7 +15,7 @@ from ninja import Field, Query, Router, Schema
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
 from accounts.services import user_set_weight
-from auctions import selectors, services
+from auctions import selectors, services, settlement
 from auctions.rules import InvalidPrice, price_parse
 from flashbid.errors import ApiError, ErrorCode, ErrorOut
 from flashbid.json import json_response
@@ -136,6 +136,33 @@ async def bid_create(request: HttpRequest, session_id: UUID):
     }, status=200 if result.replayed else 201)
 
 
+class WinnerOut(Schema):
+    rank: int
+    user_id: UUID
+    username: str
+    price: Decimal
+    score: float
+
+
+class ResultsOut(Schema):
+    session_id: UUID
+    final_price: Decimal | None
+    inventory: int
+    total_bidders: int
+    winners: list[WinnerOut]
+    settled_at: dt.datetime
+
+
+@router.get("/sessions/{uuid:session_id}/results", response={200: ResultsOut, 404: ErrorOut, 409: ErrorOut})
+def session_results(request: HttpRequest, session_id: UUID):
+    if not selectors.session_exists(session_id=session_id):
+        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+    results = selectors.results_get(session_id=session_id)
+    if results is None:
+        raise ApiError(409, ErrorCode.NOT_SETTLED, "The session is not settled yet.")
+    return json_response(results)
+
+
 # --- Admin ----------------------------------------------------------------------------------
 
 class ProductIn(Schema):
@@ -177,3 +204,14 @@ async def admin_session_create(request: HttpRequest, payload: SessionIn):
                                                        404: ErrorOut, 422: ErrorOut})
 async def admin_user_update(request: HttpRequest, user_id: UUID, payload: WeightIn):
     return await sync_to_async(user_set_weight)(user_id=str(user_id), weight=payload.weight)
+
+
+@admin_router.post("/sessions/{uuid:session_id}/settle",
+                   response={200: ResultsOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut})
+def admin_session_settle(request: HttpRequest, session_id: UUID):
+    """Settle now (instead of waiting for the next beat tick); 409 before the session's end."""
+    settlement.session_settle(session_id=str(session_id))
+    results = selectors.results_get(session_id=session_id)
+    if results is None:  # another worker holds it right now
+        raise ApiError(409, ErrorCode.NOT_SETTLED, "The session is being settled; try again shortly.")
+    return json_response(results)

@@ -24,6 +24,10 @@ def session_get(*, session_id) -> BiddingSession | None:
     return BiddingSession.objects.select_related("product").filter(pk=session_id).first()
 
 
+def session_exists(*, session_id) -> bool:
+    return BiddingSession.objects.filter(pk=session_id).exists()
+
+
 def session_as_dict(session: BiddingSession, now=None) -> dict:
     """The contract's `session` object."""
     return {
