@@ -13,6 +13,22 @@ from django.utils import timezone
 _counter = itertools.count(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_db_pool_before_teardown(django_db_setup, django_db_blocker):
+    """Connections opened by the app's worker threads sit in the shared psycopg pool; close it
+    before pytest-django drops the test database."""
+    yield
+    from django.db import connection, connections
+
+    # Connections left checked out by threads that never finished a request: end them too.
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    for conn in connections.all():
+        if getattr(conn, "close_pool", None):
+            conn.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _redis_clean():
     from accounts.selectors import local_clear

@@ -28,13 +28,16 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: a burst of requests waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
             decode_responses=True,
-            max_connections=256,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=10,
             health_check_interval=30,
             socket_timeout=10,
         )
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 

@@ -163,6 +163,8 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = env_str(
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Prefix of every engine key (fb:{<session_id>}:rank ...). Tests use their own Redis database.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "fb")
+# Connections per process for the async engine client (requests beyond it wait for one).
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)
 
 CACHES = {
     "default": {
@@ -204,6 +206,8 @@ CELERY_TASK_SEND_SENT_EVENT = True
 
 PERSIST_INTERVAL_SECONDS = env_float("PERSIST_INTERVAL_SECONDS", 5.0)
 SETTLE_INTERVAL_SECONDS = env_float("SETTLE_INTERVAL_SECONDS", 10.0)
+# Stream entries pending this long on a consumer (a dead or stuck worker) are reclaimed by another.
+PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
 
 # --- Auth and the bidding engine ---------------------------------------------------------------
 
