@@ -86,13 +86,16 @@ def params_fields(session: BiddingSession) -> dict[str, str]:
     return fields
 
 
-def params_store(session: BiddingSession) -> None:
-    """(Re)write the session's parameter hash: on first use and after every admin edit."""
+def params_store(session: BiddingSession, pipe=None) -> None:
+    """(Re)write the session's parameter hash: on first use and after every admin edit.
+    With `pipe`, the commands join that pipeline (the caller executes it)."""
     keys = session_keys(session.pk)
-    pipe = get_redis().pipeline()
+    own = pipe is None
+    pipe = get_redis().pipeline() if own else pipe
     pipe.delete(keys.params)
     pipe.hset(keys.params, mapping=params_fields(session))
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def params_load(session_id: object) -> bool:

@@ -11,10 +11,11 @@ from django.db import transaction
 
 from accounts.selectors import CurrentUser
 from auctions import engine
-from auctions.models import BiddingSession, Product
-from auctions.rules import price_to_cents
+from auctions.models import Bid, BidEvent, BiddingSession, Product
+from auctions.rules import price_to_cents, rank_member
 from flashbid.errors import ApiError, ErrorCode
 from flashbid.metrics import BID_LATENCY, BIDS
+from flashbid.redis import get_redis
 
 _REJECTIONS = {
     "not_found": (404, ErrorCode.NOT_FOUND, "No such session."),
@@ -128,3 +129,35 @@ def session_create(*, product_id: int, upset_price: Decimal, inventory: int, alp
         product=product, upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta,
         gamma=gamma, start_time=start_time, end_time=end_time, created_by_id=created_by_id,
     )
+
+
+def leaderboard_rebuild(*, session_id) -> int:
+    """Rebuild a session's live Redis state (params, ranking, bids, names, meta) from PostgreSQL,
+    e.g. after Redis lost its data. Returns the number of bidders restored.
+
+    Bids accepted but not yet persisted when Redis lost them cannot be restored from here: that
+    window is what Redis's AOF (appendfsync everysec) covers."""
+    session = BiddingSession.objects.filter(pk=session_id).first()
+    if session is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+    keys = engine.session_keys(session.pk)
+    bids = list(Bid.objects.filter(session=session).select_related("bidder"))
+    last_seq = max([b.seq for b in bids] + list(BidEvent.objects.filter(session=session)
+                                                 .values_list("seq", flat=True).order_by("-seq")[:1]) + [0])
+    client = get_redis()
+    version = int(client.hget(keys.meta, "ver") or 0)
+    pipe = client.pipeline()
+    pipe.delete(keys.rank, keys.bids, keys.names, keys.meta)
+    engine.params_store(session, pipe=pipe)
+    for bid in bids:
+        user_id = str(bid.bidder_id)
+        member = rank_member(seq=bid.seq, user_id=user_id)
+        score_text = repr(bid.score)
+        pipe.zadd(keys.rank, {member: score_text})
+        pipe.hset(keys.bids, user_id, f"{price_to_cents(bid.price)}|{bid.seq}|{score_text}|"
+                                      f"{engine.to_us(bid.accepted_at)}|{member}")
+        pipe.hset(keys.names, user_id, bid.bidder.username)
+    highest = max((price_to_cents(b.price) for b in bids), default=0)
+    pipe.hset(keys.meta, mapping={"seq": last_seq, "ver": max(version, last_seq) + 1, "hi": highest})
+    pipe.execute()
+    return len(bids)

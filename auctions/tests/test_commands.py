@@ -1,0 +1,78 @@
+"""Management commands on real Redis and PostgreSQL."""
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import CommandError, call_command
+
+from accounts.selectors import get_current_user, local_clear
+from auctions.models import BiddingSession
+from auctions.rules import price_parse
+from auctions.services import bid_place
+from flashbid.errors import ApiError
+from flashbid.redis import get_redis
+from leaderboard.selectors import leaderboard_page
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def place(session_id, user, price: str):
+    async def run():
+        return await bid_place(session_id=session_id, user=await get_current_user(str(user.pk)),
+                               price=price_parse(price))
+    return async_to_sync(run)()
+
+
+def board(session_id):
+    return async_to_sync(leaderboard_page)(session_id=session_id, page=1, page_size=200)
+
+
+def test_rebuild_leaderboard_after_flushdb_restores_the_board_and_bidding_continues(make_session, make_user, capsys):
+    session = make_session(beta=10.0, gamma=1.0)
+    users = [make_user(weight=1 + i / 10) for i in range(6)]
+    for i, user in enumerate(users):
+        place(session.pk, user, f"{20 + i}.00")
+    place(session.pk, users[0], "40.00")
+    call_command("persist_bids")
+    assert "persisted 7 bid events" in capsys.readouterr().out
+    before = board(session.pk)
+
+    get_redis().flushdb()
+    local_clear()
+    call_command("rebuild_leaderboard", str(session.pk))
+    after = board(session.pk)
+    assert after["entries"] == before["entries"]
+    assert after["threshold_score"] == before["threshold_score"]
+    assert after["highest_price"] == before["highest_price"]
+    assert after["version"] > 0
+
+    with pytest.raises(ApiError) as rejected:
+        place(session.pk, users[0], "40.00")
+    assert rejected.value.code == "not_higher"
+    accepted = place(session.pk, users[0], "41.00")
+    assert accepted.seq == 8 and accepted.rank == 1
+
+
+def test_settle_session_refuses_a_session_that_has_not_ended(make_session):
+    session = make_session()
+    with pytest.raises(CommandError, match="not ended"):
+        call_command("settle_session", str(session.pk))
+
+
+def test_settle_session_settles_an_ended_session_once(make_session, make_user, capsys):
+    session = make_session(starts_in=-10, lasts=5, inventory=1)
+    call_command("settle_session", str(session.pk))
+    assert "settled" in capsys.readouterr().out
+    call_command("settle_session", str(session.pk))
+    assert "already settled" in capsys.readouterr().out
+    assert BiddingSession.objects.get(pk=session.pk).status == "settled"
+
+
+def test_create_session_prints_a_new_session_id(db, capsys):
+    call_command("create_session", "--product", "Lamp", "--inventory", "2", "--duration", "60")
+    session_id = capsys.readouterr().out.strip()
+    assert BiddingSession.objects.get(pk=session_id).inventory == 2
+
+
+def test_rebuild_leaderboard_rejects_unknown_sessions(db):
+    with pytest.raises(CommandError):
+        call_command("rebuild_leaderboard", "00000000-0000-0000-0000-000000000000")
