@@ -3,24 +3,24 @@
 from uuid import UUID
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from accounts.auth import user_auth
 from accounts.models import User
 from accounts.services import token_response, user_login, user_register_async
-from flashbid.errors import ApiError, ErrorCode, ErrorOut
+from flashbid.errors import ApiError, ErrorCode, ErrorOut, Text
 
 router = Router(tags=["auth"])
 
 
 class RegisterIn(Schema):
-    username: str = Field(max_length=150)
-    email: str = Field(max_length=254)
+    username: Text = Field(max_length=150)
+    email: Text = Field(max_length=254)
     password: str = Field(max_length=128)
 
 
 class LoginIn(Schema):
-    username: str = Field(max_length=150)
+    username: Text = Field(max_length=150)
     password: str = Field(max_length=128)
 
 
@@ -42,7 +42,7 @@ class TokenOut(Schema):
 @router.post("/register", response={201: TokenOut, 409: ErrorOut, 422: ErrorOut})
 async def register(request: HttpRequest, payload: RegisterIn):
     user = await user_register_async(username=payload.username, email=payload.email, password=payload.password)
-    return 201, token_response(user)
+    return Status(201, token_response(user))
 
 
 @router.post("/login", response={200: TokenOut, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut})

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.db.models import Count, Max
 
-from auctions.models import Bid, BidEvent, BiddingSession, Product, Ranking
+from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

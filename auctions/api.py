@@ -7,17 +7,18 @@ from uuid import UUID
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
-from django.core.exceptions import RequestDataTooBig
 from ninja import Field, Query, Router, Schema
+from ninja import Status as HttpStatus
 
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
 from accounts.services import user_set_weight
 from auctions import selectors, services, settlement
 from auctions.rules import InvalidPrice, price_parse
-from flashbid.errors import ApiError, ErrorCode, ErrorOut
+from flashbid.errors import ApiError, ErrorCode, ErrorOut, Text
 from flashbid.json import json_response
 
 router = Router(tags=["sessions"])
@@ -109,8 +110,9 @@ BID_BODY_DOC = {
 
 @router.post(
     "/sessions/{uuid:session_id}/bids",
-    response={201: BidOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut,
-              422: ErrorOut, 429: ErrorOut},
+    # 200: the replayed answer to a repeated Idempotency-Key.
+    response={200: BidOut, 201: BidOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
+              413: ErrorOut, 422: ErrorOut, 429: ErrorOut},
     openapi_extra=BID_BODY_DOC,
     auth=user_auth,
 )
@@ -166,8 +168,8 @@ def session_results(request: HttpRequest, session_id: UUID):
 # --- Admin ----------------------------------------------------------------------------------
 
 class ProductIn(Schema):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field("", max_length=10_000)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
 
 
 class SessionIn(Schema):
@@ -188,7 +190,7 @@ class WeightIn(Schema):
 @admin_router.post("/products", response={201: ProductOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
 async def admin_product_create(request: HttpRequest, payload: ProductIn):
     product = await sync_to_async(services.product_create)(name=payload.name, description=payload.description)
-    return 201, product
+    return HttpStatus(201, product)
 
 
 @admin_router.post("/sessions", response={201: SessionOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
@@ -197,7 +199,7 @@ async def admin_session_create(request: HttpRequest, payload: SessionIn):
         session = services.session_create(**payload.dict(), created_by_id=request.auth.id)
         return selectors.session_as_dict(session)
 
-    return 201, await sync_to_async(create)()
+    return HttpStatus(201, await sync_to_async(create)())
 
 
 @admin_router.patch("/users/{uuid:user_id}", response={200: UserOut, 401: ErrorOut, 403: ErrorOut,

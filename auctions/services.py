@@ -11,7 +11,7 @@ from django.db import transaction
 
 from accounts.selectors import CurrentUser
 from auctions import engine
-from auctions.models import Bid, BidEvent, BiddingSession, Product
+from auctions.models import Bid, BiddingSession, BidEvent, Product
 from auctions.rules import price_to_cents, rank_member
 from flashbid.errors import ApiError, ErrorCode
 from flashbid.metrics import BID_LATENCY, BIDS

@@ -1,13 +1,19 @@
 """The NinjaAPI: routers of every app under /api, and the error handlers that give every 4xx the
 contract's {"detail", "code"} body."""
 
+import functools
+import inspect
 import logging
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed
+from django.urls import URLPattern
+from django.urls import path as django_path
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.renderers import BaseRenderer
+from redis.exceptions import RedisError
 
 from accounts.api import router as auth_router
 from auctions.api import admin_router
@@ -26,7 +32,54 @@ class ORJSONRenderer(BaseRenderer):
         return dumps(data)
 
 
-api = NinjaAPI(
+def error_response(status: int, code: ErrorCode, detail: str, headers: dict | None = None):
+    return json_response({"detail": detail, "code": str(code)}, status=status, headers=headers)
+
+
+def _contract_405(response):
+    """django-ninja answers a wrong method with a plain-text 405; give it the contract's body."""
+    if isinstance(response, HttpResponseNotAllowed):
+        return error_response(405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed.",
+                              headers={"Allow": response["Allow"]})
+    return response
+
+
+def _with_contract_405(view):
+    if inspect.iscoroutinefunction(view):
+        @functools.wraps(view)
+        async def async_wrapper(request, *args, **kwargs):
+            return _contract_405(await view(request, *args, **kwargs))
+
+        return async_wrapper
+
+    @functools.wraps(view)
+    def sync_wrapper(request, *args, **kwargs):
+        return _contract_405(view(request, *args, **kwargs))
+
+    return sync_wrapper
+
+
+@csrf_exempt
+async def api_not_found(request: HttpRequest, rest: str = ""):
+    """Any /api/ path no route matched (also a malformed session id), whatever the method: the
+    contract's 404 body. CSRF-exempt like every API view, so an unsafe method is not a 403 page."""
+    return error_response(404, ErrorCode.NOT_FOUND, "Not found.")
+
+
+class FlashBidAPI(NinjaAPI):
+    """NinjaAPI whose URL patterns keep the error contract outside its exception handlers: a wrong
+    method and an unmatched path are answered with {"detail", "code"} too."""
+
+    def _get_urls(self):
+        patterns = [
+            URLPattern(p.pattern, _with_contract_405(p.callback), p.default_args, p.name)
+            if isinstance(p, URLPattern) else p
+            for p in super()._get_urls()
+        ]
+        return [*patterns, django_path("<path:rest>", api_not_found)]
+
+
+api = FlashBidAPI(
     title="FlashBid API",
     version="1.0.0",
     description="Real-time sealed-score auctions. Errors: {\"detail\", \"code\"}.",
@@ -37,10 +90,6 @@ api.add_router("/auth", auth_router)
 api.add_router("/", sessions_router)
 api.add_router("/", leaderboard_router)
 api.add_router("/admin", admin_router)
-
-
-def error_response(status: int, code: ErrorCode, detail: str, headers: dict | None = None):
-    return json_response({"detail": detail, "code": str(code)}, status=status, headers=headers)
 
 
 @api.exception_handler(ApiError)
@@ -79,8 +128,18 @@ def on_too_big(request: HttpRequest, exc: RequestDataTooBig):
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError):
-    codes = {400: ErrorCode.INVALID, 401: ErrorCode.NOT_AUTHENTICATED, 403: ErrorCode.FORBIDDEN,
+    if exc.status_code == 400:  # django-ninja's "Cannot parse request body": the contract says 422
+        return error_response(422, ErrorCode.INVALID, "The request body is not valid JSON.")
+    codes = {401: ErrorCode.NOT_AUTHENTICATED, 403: ErrorCode.FORBIDDEN,
              404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 429: ErrorCode.RATE_LIMITED}
     status = exc.status_code
     code = codes.get(status, ErrorCode.INVALID if status < 500 else ErrorCode.UNAVAILABLE)
     return error_response(status, code, str(exc))
+
+
+@api.exception_handler(RedisError)
+def on_redis_error(request: HttpRequest, exc: RedisError):
+    """Redis unreachable or failing: the engine cannot answer; say so instead of a 500."""
+    logger.error("redis error on %s: %s", request.path, exc)
+    return error_response(503, ErrorCode.UNAVAILABLE, "The bidding engine is temporarily unavailable.",
+                          headers={"Retry-After": "1"})

@@ -1,8 +1,11 @@
-"""The API's error vocabulary: one exception, stable machine codes, one body shape."""
+"""The API's error vocabulary: one exception, stable machine codes, one body shape, and the input
+types whose violations the API answers with 422 `invalid`."""
 
 from enum import StrEnum
+from typing import Annotated
 
 from ninja import Schema
+from pydantic import AfterValidator
 
 
 class ErrorCode(StrEnum):
@@ -46,3 +49,14 @@ class ErrorOut(Schema):
 
     detail: str
     code: str
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; left to the database it is a 500, not a 422.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""A string input that PostgreSQL can store or compare against: every free-text field of the API."""

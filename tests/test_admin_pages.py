@@ -2,10 +2,9 @@
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
-
-from django.contrib.auth.models import Group
 
 from auctions.models import Bid, BidEvent, Ranking
 
@@ -27,7 +26,7 @@ def populated(make_user, make_session):
 def test_every_admin_changelist_and_change_page_renders(client, admin_user, populated):
     client.force_login(admin_user)
     assert admin.site._registry, "no models registered"
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         meta = model._meta
         changelist = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
         response = client.get(changelist)

@@ -107,7 +107,8 @@ async def test_no_bid_is_accepted_at_or_after_the_end(api, make_session, users, 
         nonlocal seen_ended
         while not seen_ended:
             prices[str(user.pk)] += 0.01
-            r = await api.post(bid_url(session), json={"price": f"{prices[str(user.pk)]:.2f}"}, headers=auth_header(user))
+            price = f"{prices[str(user.pk)]:.2f}"
+            r = await api.post(bid_url(session), json={"price": price}, headers=auth_header(user))
             outcomes.append(r)
             if r.status_code == 409 and r.json()["code"] == "session_ended":
                 seen_ended = True
@@ -198,7 +199,8 @@ async def test_leaderboard_pages_etag_and_meta(api, make_session, users, auth_he
     assert body["total_pages"] == 3 and body["total_bidders"] == 5
     assert [e["username"] for e in body["entries"]] == [bidders[2].username, bidders[1].username]
     etag = page2.headers["ETag"]
-    same = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2", headers={"If-None-Match": etag})
+    same = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2",
+                         headers={"If-None-Match": etag})
     assert same.status_code == 304
     await api.post(bid_url(session), json={"price": "99.00"}, headers=auth_header(bidders[0]))
     changed = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2",

@@ -5,7 +5,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from auctions.models import Bid, BidEvent, BiddingSession, Product, Ranking
+from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,8 @@ def test_invalid_prices_are_refused(raw):
         price_parse(raw)
 
 
-@pytest.mark.parametrize("raw,expected", [("123.45", "123.45"), (123.45, "123.45"), (7, "7.00"), ("1000000000", "1000000000.00"),
-                                          ("0.01", "0.01"), (" 5.5 ", "5.50")])
+@pytest.mark.parametrize("raw,expected", [("123.45", "123.45"), (123.45, "123.45"), (7, "7.00"),
+                                          ("1000000000", "1000000000.00"), ("0.01", "0.01"), (" 5.5 ", "5.50")])
 def test_valid_prices_are_normalised_to_cents(raw, expected):
     assert price_parse(raw) == Decimal(expected)
 

@@ -1,0 +1,277 @@
+"""Admin endpoints: who may call them (anonymous 401, bidder 403, admin 2xx) and what they refuse."""
+
+import datetime as dt
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from accounts.selectors import local_clear, user_hash_key
+from auctions import engine
+from auctions.models import BiddingSession
+from flashbid.redis import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"detail", "code"}, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["code"] == code
+    return body
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user(is_staff=True)
+
+
+@pytest.fixture
+def bidder(make_user):
+    return make_user()
+
+
+@pytest.fixture
+def product(make_session):
+    return make_session().product
+
+
+@pytest.fixture
+def active_session(make_session):
+    return make_session()
+
+
+@pytest.fixture
+def ended_session(make_session):
+    return make_session(starts_in=-120, lasts=60)
+
+
+def session_payload(product, **overrides) -> dict:
+    start = timezone.now() + dt.timedelta(minutes=5)
+    payload = {"product_id": product.pk, "upset_price": "10.00", "inventory": 3, "alpha": 1.0, "beta": 0.0,
+               "gamma": 0.0, "start_time": start.isoformat(), "end_time": (start + dt.timedelta(hours=1)).isoformat()}
+    payload.update(overrides)
+    return payload
+
+
+def admin_calls(product, session, user) -> list[tuple[str, str, dict | None]]:
+    return [
+        ("POST", "/api/admin/products", {"name": "Lamp", "description": "A lamp"}),
+        ("POST", "/api/admin/sessions", session_payload(product)),
+        ("PATCH", f"/api/admin/users/{user.pk}", {"weight": 2.5}),
+        ("POST", f"/api/admin/sessions/{session.pk}/settle", None),
+    ]
+
+
+ENDPOINTS = ["create product", "create session", "set weight", "settle"]
+
+
+@pytest.mark.parametrize("endpoint", range(len(ENDPOINTS)), ids=ENDPOINTS)
+async def test_admin_endpoint_as_anonymous_is_not_authenticated(api, product, ended_session, bidder, endpoint):
+    method, url, body = admin_calls(product, ended_session, bidder)[endpoint]
+    response = await api.request(method, url, json=body)
+    assert_error(response, 401, "not_authenticated")
+
+
+@pytest.mark.parametrize("endpoint", range(len(ENDPOINTS)), ids=ENDPOINTS)
+async def test_admin_endpoint_as_anonymous_with_a_bad_body_is_still_not_authenticated(api, product, ended_session,
+                                                                                       bidder, endpoint):
+    method, url, _ = admin_calls(product, ended_session, bidder)[endpoint]
+    response = await api.request(method, url, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(response, 401, "not_authenticated")
+
+
+@pytest.mark.parametrize("endpoint", range(len(ENDPOINTS)), ids=ENDPOINTS)
+async def test_admin_endpoint_as_a_bidder_is_forbidden(api, product, ended_session, bidder, auth_header, endpoint):
+    method, url, body = admin_calls(product, ended_session, bidder)[endpoint]
+    response = await api.request(method, url, json=body, headers=auth_header(bidder))
+    assert_error(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize("endpoint", range(len(ENDPOINTS)), ids=ENDPOINTS)
+async def test_admin_endpoint_with_a_revoked_admin_token_is_not_authenticated(api, product, ended_session, bidder,
+                                                                                admin, auth_header, endpoint):
+    headers = auth_header(admin)
+
+    def demote():
+        admin.is_active = False
+        admin.save()
+
+    await sync_to_async(demote)()
+    local_clear()
+    method, url, body = admin_calls(product, ended_session, bidder)[endpoint]
+    assert_error(await api.request(method, url, json=body, headers=headers), 401, "not_authenticated")
+
+
+async def test_admin_creates_a_product(api, admin, auth_header):
+    response = await api.post("/api/admin/products", json={"name": "Lamp", "description": "A lamp"},
+                              headers=auth_header(admin))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["name"] == "Lamp" and body["description"] == "A lamp" and isinstance(body["id"], int)
+
+
+async def test_admin_creates_a_session(api, admin, auth_header, product):
+    response = await api.post("/api/admin/sessions", json=session_payload(product), headers=auth_header(admin))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["product"]["id"] == product.pk
+    assert body["upset_price"] == "10.00"
+    assert body["status"] == "scheduled"
+    assert body["final_price"] is None
+
+
+async def test_admin_sets_a_bidders_weight(api, admin, bidder, auth_header):
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 2.5}, headers=auth_header(admin))
+    assert response.status_code == 200, response.text
+    assert response.json()["weight"] == 2.5
+    assert response.json()["id"] == str(bidder.pk)
+
+
+async def test_weight_set_by_an_admin_is_reflected_by_me_and_the_redis_user_hash(api, admin, bidder, auth_header):
+    bidder_headers = auth_header(bidder)
+    assert (await api.get("/api/auth/me", headers=bidder_headers)).json()["weight"] == 1.0
+
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 3.25}, headers=auth_header(admin))
+    assert response.status_code == 200, response.text
+
+    me = await api.get("/api/auth/me", headers=bidder_headers)
+    assert me.status_code == 200
+    assert me.json()["weight"] == 3.25
+    assert float(get_redis().hget(user_hash_key(bidder.pk), "weight")) == 3.25
+
+
+async def test_weight_set_by_an_admin_is_used_by_the_next_bid(api, admin, bidder, auth_header, make_session):
+    session = await sync_to_async(make_session)(alpha=0.0, beta=0.0, gamma=10.0)
+    await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 3.25}, headers=auth_header(admin))
+    local_clear()  # any process's in-process auth cache has expired
+    response = await api.post(f"/api/sessions/{session.pk}/bids", json={"price": "20.00"},
+                              headers=auth_header(bidder))
+    assert response.status_code == 201, response.text
+    assert response.json()["score"] == 32.5
+
+
+@pytest.mark.parametrize("weight", [-1, 1_000_001, "abc", None, "NaN"])
+async def test_admin_weight_out_of_range_is_invalid(api, admin, bidder, auth_header, weight):
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": weight}, headers=auth_header(admin))
+    assert_error(response, 422, "invalid")
+
+
+async def test_admin_weight_nan_literal_is_invalid(api, admin, bidder, auth_header):
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", content=b'{"weight": NaN}',
+                               headers={**auth_header(admin), "Content-Type": "application/json"})
+    assert_error(response, 422, "invalid")
+
+
+async def test_admin_weight_of_an_unknown_user_is_not_found(api, admin, auth_header):
+    response = await api.patch(f"/api/admin/users/{uuid.uuid4()}", json={"weight": 2}, headers=auth_header(admin))
+    assert_error(response, 404, "not_found")
+
+
+async def test_admin_weight_of_a_malformed_user_id_is_not_found(api, admin, auth_header):
+    response = await api.patch("/api/admin/users/not-a-uuid", json={"weight": 2}, headers=auth_header(admin))
+    assert_error(response, 404, "not_found")
+
+
+async def test_admin_settle_of_an_unended_session_is_session_not_ended(api, admin, auth_header, active_session):
+    response = await api.post(f"/api/admin/sessions/{active_session.pk}/settle", headers=auth_header(admin))
+    assert_error(response, 409, "session_not_ended")
+
+
+async def test_admin_settle_of_an_unknown_session_is_not_found(api, admin, auth_header):
+    response = await api.post(f"/api/admin/sessions/{uuid.uuid4()}/settle", headers=auth_header(admin))
+    assert_error(response, 404, "not_found")
+
+
+async def test_admin_settle_of_an_ended_session_without_bids_is_ok_with_no_winners(api, admin, auth_header,
+                                                                                    ended_session):
+    response = await api.post(f"/api/admin/sessions/{ended_session.pk}/settle", headers=auth_header(admin))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["session_id"] == str(ended_session.pk)
+    assert body["final_price"] is None and body["winners"] == [] and body["total_bidders"] == 0
+
+
+async def test_admin_settle_of_an_ended_session_with_a_bid_names_the_winner(api, admin, bidder, auth_header,
+                                                                            active_session):
+    bid = await api.post(f"/api/sessions/{active_session.pk}/bids", json={"price": "42.00"},
+                         headers=auth_header(bidder))
+    assert bid.status_code == 201, bid.text
+
+    def end_now():
+        ended = timezone.now() - dt.timedelta(seconds=1)
+        BiddingSession.objects.filter(pk=active_session.pk).update(end_time=ended)
+        engine.params_store(BiddingSession.objects.get(pk=active_session.pk))
+
+    await sync_to_async(end_now)()
+    response = await api.post(f"/api/admin/sessions/{active_session.pk}/settle", headers=auth_header(admin))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["final_price"] == "42.00"
+    assert [w["user_id"] for w in body["winners"]] == [str(bidder.pk)]
+
+    again = await api.post(f"/api/admin/sessions/{active_session.pk}/settle", headers=auth_header(admin))
+    assert again.status_code == 200 and again.json() == body
+
+
+# --- Session creation validation -------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [
+    {"end_time": (timezone.now() - dt.timedelta(days=1)).isoformat()},
+    {"inventory": 0},
+    {"inventory": -1},
+    {"inventory": 10**7},
+    {"inventory": "many"},
+    {"alpha": -1.0},
+    {"beta": -0.5},
+    {"gamma": -2},
+    {"alpha": 1e10},
+    {"upset_price": "0"},
+    {"upset_price": "0.00"},
+    {"upset_price": "-5"},
+    {"upset_price": "10.001"},
+    {"upset_price": "abc"},
+    {"upset_price": "NaN"},
+    {"upset_price": "Infinity"},
+    {"upset_price": "1000000000.01"},
+    {"upset_price": None},
+    {"product_id": 999_999_999},
+    {"product_id": 10**20},
+    {"product_id": -1},
+    {"product_id": "abc"},
+    {"start_time": "yesterday"},
+    {"start_time": "2030-01-01T12:00:00", "end_time": "2030-01-01T13:00:00"},
+    {"start_time": None},
+], ids=repr)
+async def test_admin_session_with_bad_parameters_is_invalid(api, admin, auth_header, product, overrides):
+    response = await api.post("/api/admin/sessions", json=session_payload(product, **overrides),
+                              headers=auth_header(admin))
+    assert_error(response, 422, "invalid")
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("field", ["alpha", "beta", "gamma"])
+async def test_admin_session_with_a_non_finite_weight_literal_is_invalid(api, admin, auth_header, product, field,
+                                                                         literal):
+    import json
+
+    payload = session_payload(product)
+    payload.pop(field)
+    content = json.dumps(payload)[:-1].encode() + b', "' + field.encode() + b'": ' + literal + b"}"
+    response = await api.post("/api/admin/sessions", content=content,
+                              headers={**auth_header(admin), "Content-Type": "application/json"})
+    assert_error(response, 422, "invalid")
+
+
+async def test_admin_session_missing_fields_is_invalid(api, admin, auth_header):
+    assert_error(await api.post("/api/admin/sessions", json={}, headers=auth_header(admin)), 422, "invalid")
+
+
+@pytest.mark.parametrize("payload", [{}, {"name": ""}, {"name": "   "}, {"name": "x" * 201}, {"name": None},
+                                     {"name": "ok", "description": "d" * 10_001}, {"name": "nul\x00byte"},
+                                     {"name": "ok", "description": "nul\x00byte"}], ids=repr)
+async def test_admin_product_with_bad_input_is_invalid(api, admin, auth_header, payload):
+    assert_error(await api.post("/api/admin/products", json=payload, headers=auth_header(admin)), 422, "invalid")
