@@ -4,7 +4,7 @@ Every accepted bid is an entry of its session's stream (place_bid.lua). Entries 
 the consumer group PERSIST_GROUP, written in one transaction per batch (BidEvent rows unique per
 session+seq; the current Bid row per bidder only replaced by a higher seq), then acknowledged and
 deleted. An entry is acknowledged only after its batch committed, so a crash at any point leaves it
-pending, to be re-read by its consumer or reclaimed by another after RECLAIM_IDLE_MS.
+pending, to be re-read by its consumer or reclaimed by another after settings.PERSIST_RECLAIM_IDLE_MS.
 """
 
 import logging
@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field
 
 import redis
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -27,8 +28,10 @@ BATCH_SIZE = 5_000
 # A tick drains at most this many batches per session, so one tick stays bounded (~1 s at
 # 50k rows/s); the rest waits for the next tick.
 MAX_BATCHES_PER_TICK = 20
-RECLAIM_IDLE_MS = 30_000
-LOCK_TIMEOUT_SECONDS = 120
+# The tick lock only keeps ticks from overlapping (overlap would be harmless: writes are
+# idempotent). It is short and renewed after every batch, so a worker killed mid-tick blocks the
+# next ticks for at most this long, not for the length of a whole tick.
+LOCK_TIMEOUT_SECONDS = 10
 
 
 def consumer_name() -> str:
@@ -106,7 +109,12 @@ def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[
 
 
 def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, report: PersistReport) -> None:
+    # An entry pending but no longer in the stream comes back without fields: there is nothing
+    # to write, but it must be acknowledged, or it would be re-read forever.
+    gone = [entry_id for entry_id, fields in entries if entry_id is not None and not fields]
     entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+    if gone:
+        client.xack(stream, PERSIST_GROUP, *gone)
     if not entries:
         return
     events, bids = entries_write(session_id=session_id, entries=entries)
@@ -119,13 +127,17 @@ def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, rep
     report.add(session_id, events, bids)
 
 
-def session_drain(*, session_id: str, report: PersistReport | None = None, reclaim_idle_ms: int = RECLAIM_IDLE_MS,
-                  max_batches: int = MAX_BATCHES_PER_TICK) -> PersistReport:
+def session_drain(*, session_id: str, report: PersistReport | None = None, reclaim_idle_ms: int | None = None,
+                  max_batches: int = MAX_BATCHES_PER_TICK, on_batch=None) -> PersistReport:
     """Persist a session's stream: first this consumer's own pending entries, then entries pending
-    on other consumers for `reclaim_idle_ms` (XAUTOCLAIM, following its cursor), then new ones.
+    on other consumers for `reclaim_idle_ms` (XAUTOCLAIM, following its cursor; default
+    settings.PERSIST_RECLAIM_IDLE_MS), then new ones. `on_batch()` is called after each batch.
 
     The settlement calls it with reclaim_idle_ms=0 and no batch bound, to leave nothing behind."""
     report = report or PersistReport()
+    if reclaim_idle_ms is None:
+        reclaim_idle_ms = settings.PERSIST_RECLAIM_IDLE_MS
+    on_batch = on_batch or (lambda: None)
     client = get_redis()
     stream = session_keys(session_id).stream
     _ensure_group(client, stream)
@@ -139,6 +151,7 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
             break
         _apply(client, stream, session_id, entries, report)
         batches += 1
+        on_batch()
 
     cursor = "0-0"
     while batches < max_batches:  # entries left pending by a dead or stuck consumer
@@ -146,6 +159,7 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
                                                       start_id=cursor, count=BATCH_SIZE)
         _apply(client, stream, session_id, entries, report)
         batches += 1
+        on_batch()
         if cursor == "0-0":
             break
 
@@ -156,6 +170,7 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
             break
         _apply(client, stream, session_id, entries, report)
         batches += 1
+        on_batch()
     return report
 
 
@@ -163,6 +178,14 @@ def sessions_to_persist() -> list[str]:
     """Sessions whose streams may hold entries: started and not yet settled."""
     return [str(pk) for pk in BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
             .filter(start_time__lte=timezone.now()).values_list("pk", flat=True)]
+
+
+def _lock_renew(lock) -> None:
+    try:
+        lock.reacquire()
+    except redis.exceptions.LockError:
+        # Expired (a batch slower than the timeout) and maybe taken: harmless, writes are idempotent.
+        logger.warning("persist_bids: the lock expired during the run")
 
 
 def bids_persist_all() -> dict:
@@ -177,7 +200,7 @@ def bids_persist_all() -> dict:
         return report.as_dict()
     try:
         for session_id in sessions_to_persist():
-            session_drain(session_id=session_id, report=report)
+            session_drain(session_id=session_id, report=report, on_batch=lambda: _lock_renew(lock))
     finally:
         try:
             lock.release()

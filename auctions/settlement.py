@@ -2,8 +2,11 @@
 
 Order of work for one session (`session_settle`):
 1. check by Redis's clock that the session has ended (no bid can be accepted any more);
-2. drain its stream into PostgreSQL (all pending entries, whoever holds them);
-3. persist any bidder Redis ranks but PostgreSQL lacks (the stream entry was lost);
+2. drain its stream into PostgreSQL (all pending entries, whoever holds them), and repeat until no
+   entry is pending on any consumer: an entry another worker read but has not committed yet (a
+   persist tick running at the same moment) is claimed and written too, never skipped;
+3. persist any bidder Redis ranks but PostgreSQL lacks or holds at an older seq (the stream
+   entry was lost);
 4. in one transaction holding the session's row lock (SELECT ... FOR UPDATE SKIP LOCKED, so
    racing workers skip it rather than wait): rank the Bid rows by the contract's order, write
    Ranking rows, final_price, status=settled, settled_at;
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from auctions import engine, persistence
@@ -35,23 +39,49 @@ class SettleOutcome:
     seconds: float
 
 
+# A drain round ends with an empty read of new entries; more rounds are only needed while other
+# consumers hold entries they read before (each round claims them). Bounded, so a stuck stream
+# fails the settlement (retried next tick) instead of hanging the worker.
+DRAIN_ROUNDS = 20
+
+
+def _drain_completely(session_id: str) -> None:
+    """Drain the stream until no entry is pending on any consumer. The session has ended, so no
+    entry can be added; an entry acknowledged by anyone was committed to PostgreSQL first."""
+    client = get_redis()
+    stream = engine.session_keys(session_id).stream
+    for round_ in range(DRAIN_ROUNDS):
+        if round_:
+            time.sleep(0.05)
+        persistence.session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9)
+        pending = client.xpending(stream, persistence.PERSIST_GROUP)["pending"]
+        if not pending:
+            return
+        logger.info("settlement %s: %d entries still pending on other consumers; draining again",
+                    session_id, pending)
+    raise RuntimeError(f"settlement {session_id}: stream entries still pending after {DRAIN_ROUNDS} rounds")
+
+
 def _persist_missing_from_redis(session_id: str) -> int:
-    """Write Bid rows for bidders in the Redis ranking that PostgreSQL does not hold."""
+    """Write Bid rows for bidders in the Redis ranking that PostgreSQL does not hold, or holds at
+    an older seq than Redis (the upsert keeps the newer)."""
     keys = engine.session_keys(session_id)
     client = get_redis()
     live = client.hgetall(keys.bids)
     if not live:
         return 0
-    known = {str(pk) for pk in Bid.objects.filter(session_id=session_id).values_list("bidder_id", flat=True)}
+    known = {str(bidder_id): seq for bidder_id, seq in
+             Bid.objects.filter(session_id=session_id).values_list("bidder_id", "seq")}
     missing = []
     for user_id, value in live.items():
-        if user_id in known:
-            continue
         cents, seq, score, accepted_us, _member = value.split("|", 4)
+        if known.get(user_id, -1) >= int(seq):
+            continue
         missing.append(("0-0", {"u": user_id, "p": str(cents_to_price(int(cents))), "s": score,
                                 "q": seq, "t": accepted_us, "w": "0"}))
     if missing:
-        logger.warning("settlement %s: %d bidder(s) were in Redis but not in the stream; persisting",
+        logger.warning("settlement %s: %d bidder(s) ranked in Redis are missing or older in PostgreSQL "
+                       "(stream entries lost); persisting them from Redis",
                        session_id, len(missing))
         persistence.entries_write(session_id=session_id, entries=missing)
     return len(missing)
@@ -70,7 +100,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     if engine.redis_clock_us() < engine.to_us(session.end_time):
         raise ApiError(409, ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
 
-    persistence.session_drain(session_id=str(session.pk), reclaim_idle_ms=0, max_batches=10**9)
+    _drain_completely(str(session.pk))
     live_bidders = get_redis().zcard(engine.session_keys(session.pk).rank)
     if live_bidders:
         _persist_missing_from_redis(str(session.pk))
@@ -121,9 +151,13 @@ def statuses_refresh() -> None:
     """Keep the stored status (admin filters) in step with the clock for unsettled sessions."""
     now = timezone.now()
     open_sessions = BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
-    open_sessions.filter(start_time__gt=now).exclude(status=SessionStatus.SCHEDULED).update(status=SessionStatus.SCHEDULED)
-    open_sessions.filter(start_time__lte=now, end_time__gt=now).exclude(status=SessionStatus.ACTIVE).update(status=SessionStatus.ACTIVE)
-    open_sessions.filter(end_time__lte=now).exclude(status=SessionStatus.ENDED).update(status=SessionStatus.ENDED)
+    by_clock = {
+        SessionStatus.SCHEDULED: Q(start_time__gt=now),
+        SessionStatus.ACTIVE: Q(start_time__lte=now, end_time__gt=now),
+        SessionStatus.ENDED: Q(end_time__lte=now),
+    }
+    for status, condition in by_clock.items():
+        open_sessions.filter(condition).exclude(status=status).update(status=status)
 
 
 def sessions_settle_due() -> list[str]:

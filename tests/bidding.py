@@ -1,0 +1,131 @@
+"""Test helpers for the write-behind and the settlement: many bidders, bids placed through the real
+service (auctions.services.bid_place, one Lua script each), and the comparisons that prove
+PostgreSQL holds what Redis accepted."""
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+from asgiref.sync import async_to_sync
+
+from accounts.selectors import CurrentUser
+from auctions import engine
+from auctions.models import Bid, BidEvent, Ranking
+from auctions.rules import RankedBid, cents_to_price, settle
+from auctions.services import BidResult, bid_place
+from flashbid.errors import ApiError
+from flashbid.redis import get_redis
+
+
+def bidders(count: int, *, weight: float | None = None) -> list[CurrentUser]:
+    """`count` users in PostgreSQL (one bulk insert), as the bid service sees them. Weights vary
+    (1.0 .. 2.9) unless `weight` is given."""
+    from accounts.models import User
+
+    tag = uuid.uuid4().hex[:8]
+    users = [User(username=f"b{tag}{n}", email=f"b{tag}{n}@example.test", password="!",
+                  weight=weight if weight is not None else 1.0 + (n % 20) / 10)
+             for n in range(count)]
+    User.objects.bulk_create(users, batch_size=2_000)
+    return [CurrentUser(id=str(u.pk), username=u.username, weight=u.weight, is_admin=False, is_active=True,
+                        token_version=0, session_hash="") for u in users]
+
+
+def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: int = 64) -> tuple[
+        list[BidResult], list[str]]:
+    """Place every bidder's prices, in order per bidder, all bidders concurrently. Returns the
+    accepted replies and the rejection codes."""
+    engine.params_load(session_id)  # after this the bid path needs no SQL
+
+    async def run():
+        accepted: list[BidResult] = []
+        rejected: list[str] = []
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one_bidder(user: CurrentUser, prices: list[str]):
+            for price in prices:
+                async with gate:
+                    try:
+                        accepted.append(await bid_place(session_id=str(session_id), user=user,
+                                                        price=Decimal(price)))
+                    except ApiError as exc:
+                        rejected.append(exc.code)
+
+        await asyncio.gather(*(one_bidder(user, prices) for user, prices in plan))
+        return accepted, rejected
+
+    return async_to_sync(run)()
+
+
+def latest_per_bidder(accepted: list[BidResult]) -> dict[str, BidResult]:
+    latest: dict[str, BidResult] = {}
+    for reply in accepted:
+        if reply.user_id not in latest or reply.seq > latest[reply.user_id].seq:
+            latest[reply.user_id] = reply
+    return latest
+
+
+def redis_bids(session_id) -> dict[str, tuple[Decimal, int, float, int]]:
+    """The live bids hash: user id -> (price, seq, score, accepted_us)."""
+    out = {}
+    for user_id, value in get_redis().hgetall(engine.session_keys(session_id).bids).items():
+        cents, seq, score, accepted_us, _member = value.split("|", 4)
+        out[user_id] = (cents_to_price(int(cents)), int(seq), float(score), int(accepted_us))
+    return out
+
+
+def postgres_bids(session_id) -> dict[str, tuple[Decimal, int, float, int]]:
+    return {str(b.bidder_id): (b.price, b.seq, b.score, engine.to_us(b.accepted_at))
+            for b in Bid.objects.filter(session_id=session_id)}
+
+
+def mismatch(session_id, accepted: list[BidResult]) -> str:
+    """'' when PostgreSQL equals Redis and the replies: one Bid per bidder with the latest price,
+    score, seq and acceptance time; one BidEvent per accepted bid, seqs 1..N, each equal to its
+    reply. Otherwise a short description of the first difference (for wait_until messages)."""
+    live = redis_bids(session_id)
+    stored = postgres_bids(session_id)
+    if stored != live:
+        missing = len(set(live) - set(stored))
+        differ = sum(1 for k in live if k in stored and stored[k] != live[k])
+        return f"Bid rows: {len(stored)} stored vs {len(live)} live, {missing} missing, {differ} differ"
+    latest = latest_per_bidder(accepted)
+    from_replies = {u: (r.price, r.seq, r.score, engine.to_us(r.accepted_at)) for u, r in latest.items()}
+    if live != from_replies:
+        return "the Redis bids hash differs from the accepted replies"
+    events = list(BidEvent.objects.filter(session_id=session_id).values_list(
+        "seq", "bidder_id", "price", "score", "accepted_at"))
+    if len(events) != len(accepted):
+        return f"BidEvent rows: {len(events)} of {len(accepted)}"
+    by_seq = {seq: (str(bidder), price, score, engine.to_us(at)) for seq, bidder, price, score, at in events}
+    if sorted(by_seq) != list(range(1, len(accepted) + 1)):
+        return "BidEvent seqs are not 1..N"
+    expected = {r.seq: (r.user_id, r.price, r.score, engine.to_us(r.accepted_at)) for r in accepted}
+    if by_seq != expected:
+        return "BidEvent rows differ from the accepted replies"
+    return ""
+
+
+def expected_settlement(accepted: list[BidResult], inventory: int):
+    """The settlement computed independently, by the pure rules, from the accepted replies."""
+    bids = [RankedBid(bidder_id=r.user_id, price=r.price, score=r.score, seq=r.seq)
+            for r in latest_per_bidder(accepted).values()]
+    return settle(bids, inventory=inventory)
+
+
+def assert_settled_as_expected(session, accepted: list[BidResult]) -> None:
+    session.refresh_from_db()
+    expected = expected_settlement(accepted, session.inventory)
+    assert session.status == "settled"
+    assert session.settled_at is not None
+    assert session.final_price == expected.final_price
+    rows = list(Ranking.objects.filter(session=session).order_by("rank").values_list(
+        "rank", "bidder_id", "price", "score", "seq", "is_winner"))
+    assert [r[0] for r in rows] == list(range(1, len(expected.ranking) + 1))
+    assert [(str(b), p, s, q, w) for _, b, p, s, q, w in rows] == [
+        (bid.bidder_id, bid.price, bid.score, bid.seq, rank <= expected.winners)
+        for rank, bid in enumerate(expected.ranking, start=1)]
+    assert sum(1 for r in rows if r[5]) == expected.winners <= session.inventory
+    # The live leaderboard's order is the settled order.
+    live_order = [m.split(":", 1)[1] for m in get_redis().zrevrange(engine.session_keys(session.pk).rank, 0, -1)]
+    assert live_order == [bid.bidder_id for bid in expected.ranking]

@@ -1,0 +1,150 @@
+"""The write-behind with real Celery processes: every accepted bid reaches PostgreSQL within two
+persist ticks, survives kill -9 of the worker mid-batch and an unreachable PostgreSQL, and the task
+fails cleanly when Redis is down."""
+
+import time
+
+import pytest
+
+from auctions import engine
+from auctions.models import Bid, BidEvent
+from auctions.persistence import PERSIST_GROUP
+from flashbid.redis import get_redis
+from tests import bidding, processes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
+
+PERSIST_TICK = 1.0
+
+
+def _plan(users, *, rebidders: int, lower_rebids: int = 0):
+    """Each bidder bids once; the first `rebidders` bid again higher; the next `lower_rebids`
+    bidders try again at a lower price (refused: not_higher)."""
+    plan = []
+    for n, user in enumerate(users):
+        first = f"{20 + n % 500}.{n % 100:02d}"
+        prices = [first]
+        if n < rebidders:
+            prices.append(f"{600 + n}.50")
+        elif n < rebidders + lower_rebids:
+            prices.append("10.00")
+        plan.append((user, prices))
+    return plan
+
+
+def _stream_state(session_id) -> tuple[int, int]:
+    """(entries in the stream, entries read but not acknowledged)."""
+    client, stream = get_redis(), engine.session_keys(session_id).stream
+    groups = {g["name"]: g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+    return client.xlen(stream), groups[PERSIST_GROUP]["pending"] if PERSIST_GROUP in groups else 0
+
+
+def test_2000_bids_reach_postgresql_within_two_ticks(started, make_session):
+    env = {"PERSIST_INTERVAL_SECONDS": str(PERSIST_TICK)}
+    worker = started(processes.celery_worker, **env)
+    started(processes.celery_beat, **env)
+    worker.wait_for_log("ready.")
+    session = make_session(inventory=50, alpha=1.0, beta=30.0, gamma=2.0)
+    users = bidding.bidders(1_600)
+    began = time.monotonic()
+    accepted, rejected = bidding.place(session.pk, _plan(users, rebidders=400, lower_rebids=50))
+    bidding_seconds = time.monotonic() - began
+    assert len(accepted) == 2_000 and rejected == ["not_higher"] * 50
+
+    done = time.monotonic()
+    processes.wait_until(lambda: not bidding.mismatch(session.pk, accepted), 2 * PERSIST_TICK + 3,
+                         message="PostgreSQL equals Redis")
+    print(f"\n2000 bids placed in {bidding_seconds:.2f} s; PostgreSQL equal to Redis "
+          f"{time.monotonic() - done:.2f} s after the last bid (tick {PERSIST_TICK} s)")
+    assert Bid.objects.filter(session=session).count() == 1_600
+    assert _stream_state(session.pk) == (0, 0)  # acknowledged and trimmed
+    assert "raised unexpected" not in worker.log()
+
+
+def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(started, make_session):
+    """A tick of 3 batches (5000 + 5000 + 2000 entries); the worker is killed while its second
+    batch is read but not acknowledged. A new worker reclaims those entries (XAUTOCLAIM after
+    PERSIST_RECLAIM_IDLE_MS) and reads the rest."""
+    session = make_session(inventory=10)
+    users = bidding.bidders(4_000)
+    accepted, rejected = bidding.place(session.pk, [(u, [f"{20 + n % 300}.00", f"{400 + n}.00", f"{5000 + n}.00"])
+                                                    for n, u in enumerate(users)], concurrency=128)
+    total = len(accepted)
+    assert total == 12_000 and not rejected
+
+    from worker.tasks import persist_bids
+
+    worker = started(processes.celery_worker, name="doomed")
+    worker.wait_for_log("ready.")
+    persist_bids.delay()
+    # Kill as soon as one batch is acknowledged (the stream shrank) and the next is pending.
+    deadline = time.monotonic() + 30
+    while True:
+        length, pending = _stream_state(session.pk)
+        if length < total and pending:
+            worker.kill()
+            break
+        assert time.monotonic() < deadline, "the worker never got into a second batch"
+        time.sleep(0.002)
+
+    length, pending = _stream_state(session.pk)
+    written = BidEvent.objects.filter(session=session).count()
+    print(f"\nkilled with {written} events written, {pending} entries pending on the dead consumer, "
+          f"{length} entries in the stream")
+    assert pending > 0 and 0 < written < total
+
+    env = {"PERSIST_INTERVAL_SECONDS": str(PERSIST_TICK), "PERSIST_RECLAIM_IDLE_MS": "1000"}
+    killed_at = time.monotonic()
+    started(processes.celery_worker, name="heir", **env)
+    started(processes.celery_beat, **env)
+    processes.wait_until(lambda: not bidding.mismatch(session.pk, accepted), 40, interval=0.5,
+                         message="everything persisted after the kill")
+    print(f"recovered {time.monotonic() - killed_at:.1f} s after the kill")
+    assert _stream_state(session.pk) == (0, 0)
+
+
+def test_postgresql_unreachable_bids_accepted_then_all_persisted(started, make_session):
+    from worker.tasks import persist_bids
+
+    session = make_session(inventory=5)
+    users = bidding.bidders(300)
+    closed = processes.free_port()
+    worker = started(processes.celery_worker, name="nodb",
+                     DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed}/nowhere", DATABASE_POOL_TIMEOUT="2")
+    worker.wait_for_log("ready.")
+    accepted, rejected = bidding.place(session.pk, _plan(users, rebidders=100))
+    assert len(accepted) == 400 and not rejected
+    persist_bids.delay()
+    worker.wait_for_log("persist_bids failed (OperationalError", timeout=30)
+    worker.wait_for_log("succeeded", timeout=10)  # the task returned: no crash, no retry storm
+    assert worker.proc.poll() is None
+    assert "raised unexpected" not in worker.log()
+    assert _stream_state(session.pk) == (400, 0)
+    assert not BidEvent.objects.filter(session=session).exists()
+
+    # More bids while the worker still cannot reach PostgreSQL.
+    more, _ = bidding.place(session.pk, [(u, [f"{2000 + n}.00"]) for n, u in enumerate(users[:50])])
+    accepted += more
+    worker.stop()
+
+    persist_bids.delay()  # queued for the next worker
+    started(processes.celery_worker, name="withdb")
+    processes.wait_until(lambda: not bidding.mismatch(session.pk, accepted), 20, interval=0.3,
+                         message="everything persisted once PostgreSQL is back")
+    assert _stream_state(session.pk) == (0, 0)
+
+
+def test_persist_bids_with_redis_down_fails_cleanly(started):
+    """The broker is up, the engine's Redis is not: the task logs and returns; the worker lives on."""
+    from worker.tasks import persist_bids
+
+    worker = started(processes.celery_worker, name="noredis",
+                     REDIS_URL=f"redis://127.0.0.1:{processes.free_port()}/15")
+    worker.wait_for_log("ready.")
+    persist_bids.delay()
+    persist_bids.delay()
+    processes.wait_until(lambda: worker.log().count("persist_bids failed (ConnectionError") == 2, 30,
+                         message="two clean failures")
+    processes.wait_until(lambda: worker.log().count("succeeded") == 2, 10, message="both tasks returned")
+    assert "raised unexpected" not in worker.log()
+    assert worker.proc.poll() is None
