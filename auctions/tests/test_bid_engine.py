@@ -133,7 +133,8 @@ def test_warm_bid_runs_no_sql_in_any_thread(make_session, users, auth_header, mo
     headers = auth_header(user)
 
     async def post(price: str) -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://localhost") as client:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.post(bid_url(session), json={"price": price}, headers=headers)
 
     assert async_to_sync(post)("11.00").status_code == 201  # cold: loads params and the user
