@@ -16,16 +16,20 @@ logger = logging.getLogger(__name__)
 OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DatabaseError)
 
 
+def _run(task: str, service, retry_hint: str):
+    """Call the task's service; an outage is logged with `retry_hint` and answered as {"error"}."""
+    try:
+        return service()
+    except OUTAGES as exc:
+        logger.warning("%s failed (%s: %s); %s", task, type(exc).__name__, exc, retry_hint, exc_info=True)
+        return {"error": type(exc).__name__}
+
+
 @shared_task(name="worker.tasks.persist_bids", ignore_result=True)
 def persist_bids() -> dict:
     """Drain every open session's bid stream into PostgreSQL (bounded batches)."""
-    try:
-        written = persistence.bids_persist_all()
-    except OUTAGES as exc:
-        logger.warning("persist_bids failed (%s: %s); the entries stay in the streams for the next tick",
-                       type(exc).__name__, exc, exc_info=True)
-        return {"error": type(exc).__name__}
-    if written["events"]:
+    written = _run("persist_bids", persistence.bids_persist_all, "the entries stay in the streams for the next tick")
+    if written.get("events"):
         logger.info("persist_bids wrote %(events)s events, %(bids)s bids", written)
     return written
 
@@ -33,12 +37,9 @@ def persist_bids() -> dict:
 @shared_task(name="worker.tasks.settle_sessions", ignore_result=True)
 def settle_sessions() -> dict:
     """Settle every session whose end has passed by Redis's clock, each exactly once."""
-    try:
-        settled = settlement.sessions_settle_due()
-    except OUTAGES as exc:
-        logger.warning("settle_sessions failed (%s: %s); retried on the next tick",
-                       type(exc).__name__, exc, exc_info=True)
-        return {"error": type(exc).__name__}
+    settled = _run("settle_sessions", settlement.sessions_settle_due, "retried on the next tick")
+    if isinstance(settled, dict):
+        return settled
     if settled:
         logger.info("settle_sessions settled %d session(s)", len(settled))
     return {"settled": settled}

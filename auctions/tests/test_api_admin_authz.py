@@ -11,17 +11,9 @@ from accounts.selectors import local_clear, user_hash_key
 from auctions import engine
 from auctions.models import BiddingSession
 from flashbid.redis import get_redis
+from tests.assertions import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"detail", "code"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["code"] == code
-    return body
 
 
 @pytest.fixture

@@ -8,17 +8,9 @@ from asgiref.sync import sync_to_async
 
 from accounts.selectors import local_clear
 from accounts.tokens import ALGORITHM, token_issue
+from tests.assertions import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"detail", "code"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["code"] == code
-    return body
 
 
 def bids_url(session) -> str:
