@@ -51,7 +51,8 @@ fi
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "==> starting Redis"
   mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+  # deploy/redis.conf: AOF with appendfsync everysec, so an accepted bid survives a Redis restart.
+  redis-server deploy/redis.conf --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \
     --dir /var/lib/redis --logfile /var/log/redis/flashbid.log
   for _ in $(seq 1 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done
   redis-cli ping >/dev/null || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
