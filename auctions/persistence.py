@@ -10,6 +10,7 @@ pending, to be re-read by its consumer or reclaimed by another after settings.PE
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from auctions.engine import session_keys, us_to_datetime
 from auctions.models import BiddingSession, SessionStatus
+from flashbid.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS
 from flashbid.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, rep
         client.xack(stream, PERSIST_GROUP, *gone)
     if not entries:
         return
+    started = time.perf_counter()
     events, bids = entries_write(session_id=session_id, entries=entries)
     ids = [entry_id for entry_id, _ in entries]
     # Only after the commit: acknowledge, then delete what PostgreSQL now holds.
@@ -125,6 +128,8 @@ def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, rep
     pipe.xdel(stream, *ids)
     pipe.execute()
     report.add(session_id, events, bids)
+    PERSIST_BATCH_ROWS.observe(len(entries))
+    PERSIST_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
 def session_drain(*, session_id: str, report: PersistReport | None = None, reclaim_idle_ms: int | None = None,
@@ -144,14 +149,19 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
     me = consumer_name()
     batches = 0
 
-    while batches < max_batches:  # own pending entries (a failed earlier batch of this process)
-        reply = client.xreadgroup(PERSIST_GROUP, me, {stream: "0"}, count=BATCH_SIZE)
-        entries = reply[0][1] if reply else []
-        if not entries:
-            break
-        _apply(client, stream, session_id, entries, report)
-        batches += 1
-        on_batch()
+    def read_group(start: str) -> None:
+        """Batches from XREADGROUP at `start` ("0": own pending entries; ">": new ones) until none."""
+        nonlocal batches
+        while batches < max_batches:
+            reply = client.xreadgroup(PERSIST_GROUP, me, {stream: start}, count=BATCH_SIZE)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            _apply(client, stream, session_id, entries, report)
+            batches += 1
+            on_batch()
+
+    read_group("0")  # own pending entries (a failed earlier batch of this process)
 
     cursor = "0-0"
     while batches < max_batches:  # entries left pending by a dead or stuck consumer
@@ -163,14 +173,7 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
         if cursor == "0-0":
             break
 
-    while batches < max_batches:  # new entries
-        reply = client.xreadgroup(PERSIST_GROUP, me, {stream: ">"}, count=BATCH_SIZE)
-        entries = reply[0][1] if reply else []
-        if not entries:
-            break
-        _apply(client, stream, session_id, entries, report)
-        batches += 1
-        on_batch()
+    read_group(">")  # new entries
     return report
 
 
@@ -178,6 +181,40 @@ def sessions_to_persist() -> list[str]:
     """Sessions whose streams may hold entries: started and not yet settled."""
     return [str(pk) for pk in BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
             .filter(start_time__lte=timezone.now()).values_list("pk", flat=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class PersistLag:
+    session_id: str
+    length: int
+    pending: int
+    oldest_age_seconds: float
+
+
+def persist_lag() -> list[PersistLag]:
+    """For each open session: what its stream still holds and how old the oldest entry is (by
+    Redis's clock; entries are deleted once in PostgreSQL, so that age is the persist lag)."""
+    client = get_redis()
+    session_ids = sessions_to_persist()
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for session_id in session_ids:
+        stream = session_keys(session_id).stream
+        pipe.xlen(stream)
+        pipe.xrange(stream, count=1)
+        pipe.xpending(stream, PERSIST_GROUP)
+    replies = pipe.execute(raise_on_error=False)
+    seconds, micros = replies[0]
+    now_ms = seconds * 1000 + micros // 1000
+    lags = []
+    for n, session_id in enumerate(session_ids):
+        length, first, pending = replies[1 + 3 * n: 4 + 3 * n]
+        if isinstance(length, Exception) or not length:
+            continue
+        oldest_ms = int(first[0][0].split("-")[0]) if first and not isinstance(first, Exception) else now_ms
+        pending_count = pending["pending"] if isinstance(pending, dict) else 0
+        lags.append(PersistLag(session_id, length, pending_count, max(0.0, (now_ms - oldest_ms) / 1000)))
+    return lags
 
 
 def _lock_renew(lock) -> None:

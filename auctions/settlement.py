@@ -25,6 +25,7 @@ from auctions import engine, persistence
 from auctions.models import Bid, BiddingSession, Ranking, SessionStatus
 from auctions.rules import RankedBid, cents_to_price, settle
 from flashbid.errors import ApiError, ErrorCode
+from flashbid.metrics import SETTLE_SECONDS, SETTLEMENTS
 from flashbid.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,11 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
         locked.settled_at = timezone.now()
         locked.save(update_fields=["final_price", "status", "settled_at", "updated_at"])
         transaction.on_commit(lambda: _after_settled(str(locked.pk)))
+    seconds = time.perf_counter() - started
+    SETTLEMENTS.labels("settled").inc()
+    SETTLE_SECONDS.observe(seconds)
     return SettleOutcome(session_id=str(locked.pk), bidders=len(bids), winners=outcome.winners,
-                         final_price=outcome.final_price, seconds=time.perf_counter() - started)
+                         final_price=outcome.final_price, seconds=seconds)
 
 
 def _after_settled(session_id: str) -> None:
@@ -171,6 +175,7 @@ def sessions_settle_due() -> list[str]:
         try:
             outcome = session_settle(session_id=str(session_id))
         except Exception:
+            SETTLEMENTS.labels("failed").inc()
             logger.exception("settlement of %s failed; it will be retried on the next tick", session_id)
             continue
         if outcome is not None:

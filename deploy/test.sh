@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements-dev.txt
+# System tests drive a real browser (Debian's chromium) and the scale-out wiring (nginx, PgBouncer).
+deploy/debian-packages.sh chromium nginx-light pgbouncer
 exec .venv/bin/pytest "$@"

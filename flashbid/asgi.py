@@ -11,9 +11,10 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from flashbid.observability import RequestContext  # noqa: E402
 from leaderboard.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({
+application = RequestContext(ProtocolTypeRouter({
     "http": django_application,
     "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
-})
+}))

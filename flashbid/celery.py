@@ -4,11 +4,14 @@ import os
 
 from celery import Celery
 
+from flashbid.observability import celery_signals_connect
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
 
 app = Celery("flashbid")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+celery_signals_connect()  # request ids into tasks and their log lines
 
 
 @app.on_after_finalize.connect

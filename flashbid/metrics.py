@@ -1,6 +1,26 @@
-"""Prometheus metrics: defined once here, incremented where things happen."""
+"""Prometheus metrics: defined once here, incremented where things happen.
 
-from prometheus_client import Counter, Histogram
+With several processes on one host (daphne ×N, the Celery worker), set PROMETHEUS_MULTIPROC_DIR
+to one empty directory for all of them (deploy/up.sh and deploy/scale-out.sh do): each process
+writes its samples there and whichever web process answers /metrics reports the sum (counters,
+histograms), the live sum (open sockets, pool usage) or one series per pid (memory). Without it,
+/metrics reports the answering process only. Persist lag is read from Redis at scrape time.
+"""
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:
+    import atexit
+
+    from prometheus_client import multiprocess
+
+    # A process that ends cleanly drops out of the live gauges (open sockets, pool usage).
+    atexit.register(multiprocess.mark_process_dead, os.getpid())
 
 BIDS = Counter("flashbid_bids_total", "Bid attempts by outcome (accepted or the error code).", ["outcome"])
 BID_LATENCY = Histogram(
@@ -9,3 +29,83 @@ BID_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 AUTH_CACHE = Counter("flashbid_auth_cache_hits_total", "User lookups answered, by cache layer.", ["layer"])
+
+PERSIST_BATCH_ROWS = Histogram(
+    "flashbid_persist_batch_events", "Stream entries written to PostgreSQL per persist batch.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
+)
+PERSIST_BATCH_SECONDS = Histogram(
+    "flashbid_persist_batch_seconds", "Time to write one persist batch (COPY, upserts, commit, ack).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SETTLEMENTS = Counter("flashbid_settlements_total", "Settlement attempts by outcome.", ["outcome"])
+SETTLE_SECONDS = Histogram(
+    "flashbid_settlement_seconds", "Time to settle one session (drain, rankings, commit).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+WEBSOCKETS_OPEN = Gauge("flashbid_websockets_open", "Open leaderboard WebSockets.", multiprocess_mode="livesum")
+PUSHES = Counter("flashbid_board_pushes_total", "Messages published to a session's listeners, by type.", ["type"])
+DB_POOL = Gauge("flashbid_db_pool_connections", "Django's psycopg pool in this process, by state.", ["state"],
+                multiprocess_mode="livesum")
+RSS = Gauge("flashbid_process_resident_memory_bytes", "Resident memory of each FlashBid process.",
+            multiprocess_mode="all")
+
+_REFRESH_EVERY = 5.0
+_refreshed_at = 0.0
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def process_gauges_refresh(*, force: bool = False) -> None:
+    """Memory and pool gauges of this process; cheap, and done at most every few seconds."""
+    global _refreshed_at
+    now = time.monotonic()
+    if not force and now - _refreshed_at < _REFRESH_EVERY:
+        return
+    _refreshed_at = now
+    try:
+        with open("/proc/self/statm") as statm:
+            RSS.set(int(statm.read().split()[1]) * _PAGE)
+    except OSError:  # not Linux
+        pass
+    from django.db import connection
+
+    # Only a pool that exists: `connection.pool` would open one in a process that never queries.
+    pool = getattr(type(connection), "_connection_pools", {}).get(connection.alias)
+    if pool is not None:
+        stats = pool.get_stats()
+        DB_POOL.labels("size").set(stats.get("pool_size", 0))
+        DB_POOL.labels("idle").set(stats.get("pool_available", 0))
+        DB_POOL.labels("waiting").set(stats.get("requests_waiting", 0))
+
+
+class PersistLagCollector:
+    """Per open session: stream length, entries read but not acknowledged, and the age of the
+    oldest entry still in the stream (entries are trimmed once written: this is the persist lag)."""
+
+    def collect(self):
+        from auctions.persistence import persist_lag
+
+        length = GaugeMetricFamily("flashbid_persist_stream_length", "Bid stream entries not yet trimmed.",
+                                   labels=["session"])
+        pending = GaugeMetricFamily("flashbid_persist_pending", "Entries read by a worker, not yet acknowledged.",
+                                    labels=["session"])
+        age = GaugeMetricFamily("flashbid_persist_lag_seconds", "Age of the oldest bid not yet in PostgreSQL.",
+                                labels=["session"])
+        for lag in persist_lag():
+            length.add_metric([lag.session_id], lag.length)
+            pending.add_metric([lag.session_id], lag.pending)
+            age.add_metric([lag.session_id], lag.oldest_age_seconds)
+        yield from (length, pending, age)
+
+
+def render() -> bytes:
+    """The exposition text for /metrics."""
+    process_gauges_refresh(force=True)
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    lag = CollectorRegistry(auto_describe=False)
+    lag.register(PersistLagCollector())
+    return generate_latest(registry) + generate_latest(lag)

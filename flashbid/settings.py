@@ -178,13 +178,28 @@ CACHES = {
 # cookie costs no SQL once warm, and a Redis flush logs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# The pub/sub layer: a group send is one PUBLISH whatever the number of listeners, and each process
+# relays it to its own sockets. Per process it holds one subscriber connection and publishes on one
+# more (channels-redis serializes both behind a lock), so the cap below is slack, set explicitly
+# because redis-py's default pool (100, non-blocking) fails with MaxConnectionsError instead of
+# bounding anything. The layer has no per-channel capacity: each socket's queue is in memory and
+# drained as fast as daphne takes frames (it never waits on a client), and the broadcaster keeps
+# the rate at one board per session per BROADCAST_INTERVAL_MS.
 CHANNEL_LAYERS = {
     "default": {
-        # One PUBLISH per group send: fan-out cost does not grow with the number of listeners.
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {
+            "hosts": [{
+                "address": REDIS_URL,
+                "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 16),
+                "socket_connect_timeout": 5,
+                "socket_keepalive": True,
+            }],
+        },
     }
 }
+# At most one board push per session per this many milliseconds, across all web processes.
+BROADCAST_INTERVAL_MS = env_int("BROADCAST_INTERVAL_MS", 200)
 
 # --- Celery -----------------------------------------------------------------------------------
 
@@ -202,6 +217,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # An unacked task is redelivered after this long: longer than any task may run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300)}
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower's live view
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep LOGGING above (JSON lines, request ids) in the worker
 CELERY_TASK_SEND_SENT_EVENT = True
 
 PERSIST_INTERVAL_SECONDS = env_float("PERSIST_INTERVAL_SECONDS", 5.0)
@@ -238,12 +254,28 @@ USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
 # --- Logging -----------------------------------------------------------------------------------
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# JSON lines (one object per record, with the request id) unless told otherwise; plain text in
+# development, where a person reads the console.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
+# Requests slower than this are logged (flashbid.requests, with method, path, status, duration).
+SLOW_REQUEST_MS = env_float("SLOW_REQUEST_MS", 500.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "flashbid.observability.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 

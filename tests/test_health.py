@@ -29,9 +29,3 @@ def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(client, settings
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "broker" in response.json()["detail"]
-
-
-def test_metrics_are_exposed(client):
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert b"flashbid_bids_total" in response.content or b"python_info" in response.content

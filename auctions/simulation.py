@@ -1,0 +1,221 @@
+"""Bidding bots against a running FlashBid server, over real HTTP (and WebSocket listeners).
+
+Used by `manage.py simulate_bidders` and the benchmarks. The bots are users `sim-0001`… (created in
+bulk when missing, with unusable passwords; their access tokens are minted here, so no password
+hashing stands between the load and the bid path). Each bot bids strictly rising prices; the
+server's answers are counted by status and error code, latencies kept for percentiles.
+
+Loads target loopback unless the caller allows otherwise, and every run is bounded in time.
+"""
+
+import asyncio
+import collections
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import httpx
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+MAX_DURATION_SECONDS = 600
+# An open-loop run never holds more requests in flight than this (a server that stopped answering
+# must not make the generator grow without bound).
+MAX_IN_FLIGHT = 2_000
+
+
+def is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in LOOPBACK
+
+
+@dataclass(slots=True)
+class Bot:
+    user_id: str
+    username: str
+    token: str
+    price_cents: int = 0
+    step_cents: int = 1
+    busy: bool = False
+
+
+def bots_prepare(count: int, *, prefix: str = "sim") -> list[Bot]:
+    """`count` bidding bots: users `<prefix>-0001`…, created in one bulk insert when missing."""
+    from django.contrib.auth.hashers import make_password
+
+    from accounts.models import User
+    from accounts.tokens import token_issue
+
+    names = [f"{prefix}-{n:04d}" for n in range(1, count + 1)]
+    existing = {u.username: u for u in User.objects.filter(username__in=names)}
+    unusable = make_password(None)
+    missing = [User(username=name, email=f"{name}@bots.flashbid.invalid", password=unusable,
+                    weight=1.0 + (n % 5) / 10)
+               for n, name in enumerate(names) if name not in existing]
+    User.objects.bulk_create(missing, batch_size=2_000)
+    users = {**existing, **{u.username: u for u in missing}}
+    return [Bot(user_id=str(users[name].pk), username=name,
+                token=token_issue(user_id=str(users[name].pk), token_version=users[name].token_version)[0])
+            for name in names]
+
+
+@dataclass
+class Report:
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+    codes: collections.Counter = field(default_factory=collections.Counter)
+    transport_errors: int = 0
+    listener_messages: list[int] = field(default_factory=list)
+    listener_versions: list[int] = field(default_factory=list)
+    last_version: int = 0
+
+    @property
+    def accepted(self) -> int:
+        return self.statuses[201]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile of latency in milliseconds (nearest rank)."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+
+    def summary(self) -> str:
+        rate = self.requests / self.seconds if self.seconds else 0.0
+        lines = [
+            f"requests {self.requests} in {self.seconds:.1f} s ({rate:.0f}/s); accepted {self.accepted} "
+            f"({self.accepted / self.seconds if self.seconds else 0:.0f}/s)",
+            f"latency p50 {self.percentile(0.50):.1f} ms  p99 {self.percentile(0.99):.1f} ms  "
+            f"p99.9 {self.percentile(0.999):.1f} ms",
+            "statuses " + (", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items())) or "none"),
+            "rejected by code " + (", ".join(f"{c}: {n}" for c, n in self.codes.most_common()) or "none"),
+        ]
+        if self.transport_errors:
+            lines.append(f"transport errors {self.transport_errors}")
+        if self.listener_messages:
+            messages = sorted(self.listener_messages)
+            lines.append(f"listeners {len(messages)}: messages each min {messages[0]} / median "
+                         f"{messages[len(messages) // 2]} / max {messages[-1]}; final version seen by all: "
+                         f"{all(v >= self.last_version for v in self.listener_versions)} "
+                         f"(board version {self.last_version})")
+        return "\n".join(lines)
+
+
+def _price(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+async def _opening_cents(client: httpx.AsyncClient, session_id: str) -> int:
+    """Above the session's floor and above its highest price so far (bots from an earlier run have
+    bids on the board; each bot's next price must beat its own previous one)."""
+    response = await client.get(f"/api/sessions/{session_id}")
+    response.raise_for_status()
+    floor = Decimal(response.json()["upset_price"])
+    board = await client.get(f"/api/sessions/{session_id}/leaderboard", params={"page_size": 1})
+    board.raise_for_status()
+    highest = Decimal(board.json()["highest_price"] or 0)
+    return int(max(floor, highest + 1) * 100)
+
+
+async def _listen(url: str, ws_url: str, report: Report, index: int, stop: asyncio.Event) -> None:
+    import websockets
+
+    try:
+        # The server checks Origin against ALLOWED_HOSTS, as it does for browsers.
+        async with websockets.connect(ws_url, origin=url, max_queue=None) as socket:
+            while not stop.is_set():
+                try:
+                    text = await asyncio.wait_for(socket.recv(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                report.listener_messages[index] += 1
+                message = json.loads(text)
+                board = message.get("board")
+                if board:
+                    report.listener_versions[index] = max(report.listener_versions[index], board["version"])
+    except (OSError, websockets.exceptions.WebSocketException):
+        report.transport_errors += 1
+
+
+async def simulate(*, url: str, session_id: str, bots: list[Bot], duration: float, rate: float | None = None,
+                   concurrency: int = 32, listeners: int = 0, settle_seconds: float = 1.5) -> Report:
+    """Bid for `duration` seconds: at a fixed offered `rate` (bids/s, open loop: latency counts from
+    the planned send time) or, without a rate, as fast as `concurrency` connections allow (closed
+    loop). With `listeners`, that many WebSockets watch the session meanwhile and for
+    `settle_seconds` after the last bid (to see the final board)."""
+    if not 0 < duration <= MAX_DURATION_SECONDS:
+        raise ValueError(f"duration must be within (0, {MAX_DURATION_SECONDS}] seconds")
+    report = Report(listener_messages=[0] * listeners, listener_versions=[0] * listeners)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        opening = await _opening_cents(client, session_id)
+        for n, bot in enumerate(bots):
+            bot.price_cents, bot.step_cents = max(bot.price_cents, opening + n % 97), 1 + n % 7
+        stop = asyncio.Event()
+        ws_url = url.replace("http", "ws", 1) + f"/ws/sessions/{session_id}/"
+        listening = [asyncio.create_task(_listen(url, ws_url, report, i, stop)) for i in range(listeners)]
+        free_bots = itertools.cycle(bots)
+
+        async def bid(planned: float) -> None:
+            bot = next(free_bots)
+            for _ in range(len(bots)):  # a bot with a bid in flight waits its turn: its prices stay ordered
+                if not bot.busy:
+                    break
+                bot = next(free_bots)
+            bot.busy = True
+            bot.price_cents += bot.step_cents
+            try:
+                response = await client.post(
+                    f"/api/sessions/{session_id}/bids", content=f'{{"price": "{_price(bot.price_cents)}"}}',
+                    headers={"Authorization": f"Bearer {bot.token}", "Content-Type": "application/json"})
+            except httpx.HTTPError:
+                report.transport_errors += 1
+                return
+            finally:
+                bot.busy = False
+            report.latencies.append(time.perf_counter() - planned)
+            report.statuses[response.status_code] += 1
+            if response.status_code != 201 and response.headers.get("content-type", "").startswith("application/json"):
+                report.codes[response.json().get("code", "unknown")] += 1
+
+        began = time.perf_counter()
+        deadline = began + duration
+        if rate:
+            in_flight: set[asyncio.Task] = set()
+            interval, n = 1.0 / rate, 0
+            while (planned := began + n * interval) < deadline:
+                delay = planned - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if len(in_flight) < MAX_IN_FLIGHT:
+                    task = asyncio.create_task(bid(planned))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                else:
+                    report.codes["generator_overloaded"] += 1
+                n += 1
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=30)
+        else:
+            async def closed_loop() -> None:
+                while time.perf_counter() < deadline:
+                    await bid(time.perf_counter())
+
+            await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
+        report.seconds = time.perf_counter() - began
+        if listening:
+            board = await client.get(f"/api/sessions/{session_id}/leaderboard", params={"page_size": 1})
+            if board.status_code == 200:
+                report.last_version = board.json()["version"]
+            settle_deadline = time.perf_counter() + settle_seconds
+            while time.perf_counter() < settle_deadline and min(report.listener_versions) < report.last_version:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*listening)
+    return report
