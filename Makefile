@@ -1,4 +1,4 @@
-.PHONY: up test lint
+.PHONY: up test lint bench
 
 up:  ## bring the whole system up (web, worker, beat, flower); Ctrl-C stops it
 	deploy/up.sh
@@ -8,3 +8,8 @@ test:  ## run the whole test suite
 
 lint:
 	.venv/bin/ruff check .
+
+bench:  ## the benchmark suite (production configuration, loopback); ARGS="--record" appends to docs/PERFORMANCE.md
+	deploy/bootstrap.sh requirements.txt
+	deploy/debian-packages.sh wrk
+	.venv/bin/python bench/run.py $(ARGS)

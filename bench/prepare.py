@@ -1,0 +1,75 @@
+"""Prepare a benchmark session: a session open for an hour, `--bidders` bots with minted tokens, and
+optionally `--board` bidders already ranked on it (written straight into Redis through the real
+bid script, in pipelined batches). Writes "<session_id> <token>" lines to --tokens.
+
+    .venv/bin/python bench/prepare.py --bidders 10000 --board 100000 --tokens var/bench/tokens.txt
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from auctions import engine, simulation  # noqa: E402
+from bench.bid_flood import session_create  # noqa: E402
+from flashbid.redis import get_redis  # noqa: E402
+
+
+def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 1, batch: int = 2_000,
+              start_cents: int = 200) -> int:
+    """Place `rounds` rising bids for each (user id, username) through the real bid script, in
+    pipelined batches (no HTTP): a board, or a stream for persist_bids, in seconds. Returns the
+    number of bids placed."""
+    engine.params_load(session_id)
+    client = get_redis()
+    place = engine.script(client, "place_bid")
+    keys = engine.session_keys(session_id)
+    placed = 0
+    for round_ in range(rounds):
+        for start in range(0, len(bidders), batch):
+            pipe = client.pipeline(transaction=False)
+            for n, (user_id, username) in enumerate(bidders[start:start + batch], start=start):
+                cents = start_cents + round_ * len(bidders) + n
+                script_keys = [keys.params, keys.rank, keys.bids, keys.stream, keys.meta, keys.names,
+                               engine.rate_key(session_id, user_id), engine.idem_key(session_id, user_id, None)]
+                place(keys=script_keys, client=pipe,
+                      args=[user_id, username, f"{cents // 100}.{cents % 100:02d}", cents, "1.0", 1_000_000, 600, 0])
+            replies = pipe.execute()
+            placed += sum(1 for reply in replies if reply[0] == "ok")
+    return placed
+
+
+def board_fill(session_id: str, count: int) -> None:
+    """`count` synthetic bidders on the board (random ids that exist in Redis only, so their
+    entries are taken out of the persist stream)."""
+    import uuid
+
+    bidders_fill = [(str(uuid.uuid4()), f"board-{n}") for n in range(count)]
+    bids_fill(session_id, bidders_fill)
+    get_redis().delete(engine.session_keys(session_id).stream)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bidders", type=int, default=10_000)
+    parser.add_argument("--board", type=int, default=0, help="synthetic bidders placed on the board first")
+    parser.add_argument("--tokens", required=True)
+    args = parser.parse_args()
+    session_id = session_create()
+    if args.board:
+        board_fill(session_id, args.board)
+    bots = simulation.bots_prepare(args.bidders, prefix="bench")
+    Path(args.tokens).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.tokens).write_text("".join(f"{session_id} {bot.token}\n" for bot in bots))
+    print(session_id)
+
+
+if __name__ == "__main__":
+    main()

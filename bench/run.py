@@ -1,0 +1,485 @@
+"""FlashBid's benchmark suite, one command: `make bench` (or `.venv/bin/python bench/run.py`).
+
+Starts the system in its production configuration (DEBUG off, JSON logs at WARNING, no access
+log) against its own database (`flashbid_bench`) and Redis database (13, flushed first), creates
+sessions and bidders in bulk (tokens minted here, no password hashing through HTTP), measures, and
+prints a table; with --record it also appends the table to docs/PERFORMANCE.md with the machine
+and the command. Loads target loopback only; every step is bounded in time.
+
+Sections: healthz and bid saturation (wrk), bid latency at 50 % and 80 % of capacity (open loop),
+leaderboard page and meta with 10,000 bidders, bid cost with 1k/10k/100k bidders on the board,
+WebSocket delivery to 1,000 listeners during bidding, persist_bids draining 50,000 bids,
+settlement of 100,000 bidders, and the RSS of every process.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing
+import os
+import platform
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+VAR = ROOT / "var" / "bench"
+BENCH_DB = "flashbid_bench"
+BENCH_REDIS_DB = 13
+
+
+def _environment(args) -> dict[str, str]:
+    metrics_dir = Path(tempfile.mkdtemp(prefix="flashbid-bench-metrics-"))
+    env = {
+        "DJANGO_SETTINGS_MODULE": "flashbid.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}",
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        # The benchmark's bidders bid far more often than people: the per-bidder limit is not measured here.
+        "BID_RATE_LIMIT_PER_SECOND": "1000",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    return env
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+class Servers:
+    def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int):
+        self.env, self.server, self.web_processes, self.base_port = env, server, web_processes, base_port
+        self.procs: dict[str, subprocess.Popen] = {}
+        VAR.mkdir(parents=True, exist_ok=True)
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = open(VAR / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **self.env}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def web_ports(self) -> list[int]:
+        return [self.base_port + n for n in range(self.web_processes)]
+
+    def start_web(self) -> None:
+        for n, port in enumerate(self.web_ports()):
+            if self.server == "uvicorn":
+                args = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                        "--log-level", "warning", "flashbid.asgi:application"]
+            else:
+                args = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"]
+            self._start(f"web{n}", args)
+        for port in self.web_ports():
+            _wait_http(f"http://127.0.0.1:{port}/healthz", 30)
+
+    def start_workers(self) -> None:
+        self._start("worker", [str(BIN / "celery"), "-A", "flashbid", "worker", "--loglevel=WARNING",
+                               "--concurrency=2", "-n", "bench-worker@%h"])
+        self._start("beat", [str(BIN / "celery"), "-A", "flashbid", "beat", "--loglevel=WARNING",
+                             "-s", str(VAR / "celerybeat-schedule")])
+
+    def stop(self, *names: str) -> None:
+        for name in names or list(self.procs):
+            proc = self.procs.pop(name, None)
+            if proc and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of each process and of its children (a prefork worker's pool)."""
+        sizes = {}
+        for name, proc in self.procs.items():
+            pids = [proc.pid, *_children(proc.pid)]
+            for pid in pids:
+                try:
+                    text = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                rss = int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+                sizes[name if pid == proc.pid else f"{name} child {pid}"] = rss
+        return sizes
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout} s (see {VAR}/*.log)")
+
+
+def _prepare_database() -> None:
+    exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
+                             f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DB}'"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not exists:
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", BENCH_DB], check=True)
+    subprocess.run([str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+
+
+# --- load generators ---------------------------------------------------------------------------
+
+WRK_RESULT = re.compile(r"RESULT (.*)")
+
+
+def wrk(url: str, script: str, *, seconds: float, connections: int = 64, threads: int = 2,
+        env: dict | None = None) -> dict:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+                          "-s", str(ROOT / "bench" / "wrk" / script), url],
+                         capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=seconds + 60)
+    found = WRK_RESULT.search(out.stdout)
+    if not found:
+        raise SystemExit(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
+    fields = dict(part.split("=", 1) for part in found.group(1).split())
+    result = {k: float(v) for k, v in fields.items() if k != "statuses"}
+    result["statuses"] = fields["statuses"]
+    result["rps"] = result["requests"] / result["seconds"]
+    result["accepted_rps"] = result["accepted"] / result["seconds"]
+    return result
+
+
+def tokens_file(session_id: str, bots) -> Path:
+    path = VAR / f"tokens-{session_id}.txt"
+    path.write_text("".join(f"{session_id} {bot.token}\n" for bot in bots))
+    return path
+
+
+def wrk_bids(port: int, session_id: str, bots, *, seconds: float, price_base: int, connections: int = 64) -> dict:
+    return wrk(f"http://127.0.0.1:{port}", "bid.lua", seconds=seconds, connections=connections,
+               env={"BENCH_TOKENS": str(tokens_file(session_id, bots)), "BENCH_THREADS": "2",
+                    "BENCH_PRICE_BASE": str(price_base)})
+
+
+def bid_request_maker(session_id: str, bots, price_base: int):
+    path = f"/api/sessions/{session_id}/bids"
+    headers = [f"Authorization: Bearer {bot.token}\r\n".encode() for bot in bots]
+
+    def make(n: int) -> bytes:
+        cents = price_base + n
+        body = f'{{"price": "{cents // 100}.{cents % 100:02d}"}}'.encode()
+        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n").encode() + headers[n % len(headers)] + b"\r\n" + body
+
+    return make
+
+
+def get_request_maker(path: str):
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    return lambda n: request
+
+
+def open_loop(port: int, rate: float, seconds: float, make) -> dict:
+    from bench import openloop
+
+    result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds, make_request=make))
+    return {"rate": rate, "p50": result.percentile(0.50), "p99": result.percentile(0.99),
+            "p999": result.percentile(0.999), "statuses": dict(result.statuses), "errors": dict(result.error_kinds) or 0,
+            "requests": len(result.latencies)}
+
+
+# --- WebSocket delivery --------------------------------------------------------------------------
+
+def _listeners_process(url: str, count: int, ready, stop, out_path: str) -> None:
+    """Child process: `count` sockets on one session; records (receive time, highest price) of
+    every board push."""
+    import orjson
+    import websockets
+
+    records: list[list] = [[] for _ in range(count)]
+
+    async def listen(i: int, opened: asyncio.Event, counter: list) -> None:
+        async with websockets.connect(url, origin="http://127.0.0.1", max_queue=None, open_timeout=60) as socket:
+            counter[0] += 1
+            if counter[0] == count:
+                opened.set()
+            while not stop.is_set():
+                try:
+                    text = await asyncio.wait_for(socket.recv(), timeout=0.25)
+                except TimeoutError:
+                    continue
+                received = time.time()
+                message = orjson.loads(text)
+                if message.get("type") == "board":
+                    records[i].append((received, message["board"]["highest_price"]))
+
+    async def main() -> None:
+        opened, counter = asyncio.Event(), [0]
+        tasks = []
+        for i in range(count):
+            tasks.append(asyncio.create_task(listen(i, opened, counter)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)  # a connection storm is not what is measured here
+        await asyncio.wait_for(opened.wait(), timeout=120)
+        ready.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    Path(out_path).write_text(json.dumps(records))
+
+
+def websocket_delivery(port: int, session_id: str, bots, *, listeners: int, rate: float, seconds: float) -> dict:
+    """`listeners` sockets (in a child process) on one session while bids arrive at `rate`/s: for
+    every board push, the time from the acceptance of the bid it shows (the highest price: prices
+    rise with every bid) to its arrival."""
+    from bench import openloop
+
+    out_path = VAR / "ws-records.json"
+    out_path.unlink(missing_ok=True)
+    ready, stop = multiprocessing.Event(), multiprocessing.Event()
+    child = multiprocessing.Process(target=_listeners_process, args=(
+        f"ws://127.0.0.1:{port}/ws/sessions/{session_id}/", listeners, ready, stop, str(out_path)))
+    child.start()
+    if not ready.wait(180):
+        child.kill()
+        raise SystemExit("the WebSocket listeners did not connect")
+    price_base = 5_000_000
+    accepted_at: dict[str, float] = {}
+
+    def on_response(n: int, status: int) -> None:
+        if status == 201:
+            cents = price_base + n
+            accepted_at[f"{cents // 100}.{cents % 100:02d}"] = time.time()
+
+    result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds,
+                                      make_request=bid_request_maker(session_id, bots, price_base),
+                                      on_response=on_response))
+    time.sleep(2)  # the last coalesced push is due within 1 s of the last bid
+    stop.set()
+    child.join(timeout=60)
+    records = json.loads(out_path.read_text()) if out_path.exists() else []
+    delays, pushes = [], []
+    last_price = max(accepted_at, key=lambda p: float(p)) if accepted_at else None
+    got_last = 0
+    for per_socket in records:
+        pushes.append(len(per_socket))
+        if per_socket and per_socket[-1][1] == last_price:
+            got_last += 1
+        for received, price in per_socket:
+            if price in accepted_at:
+                delays.append(max(0.0, received - accepted_at[price]))
+    delays.sort()
+
+    def q(fraction: float) -> float:
+        return delays[min(len(delays) - 1, int(fraction * len(delays)))] * 1000 if delays else float("nan")
+
+    return {"listeners": len(records), "bids": result.statuses.get(201, 0), "p50": q(0.50), "p99": q(0.99),
+            "pushes_mean": sum(pushes) / len(pushes) if pushes else 0, "got_last": got_last}
+
+
+# --- persist and settlement ----------------------------------------------------------------------
+
+def persist_drain(bots, *, bids: int) -> dict:
+    """`bids` accepted bids queued in one session's stream (placed by the real script), then
+    persist_bids' service run until the stream is empty."""
+    from auctions import persistence
+    from bench.bid_flood import session_create
+    from bench.prepare import bids_fill
+
+    session_id = session_create()
+    rounds = max(1, bids // len(bots))
+    placed = bids_fill(session_id, [(bot.user_id, bot.username) for bot in bots], rounds=rounds)
+    began = time.perf_counter()
+    written = 0
+    while True:
+        report = persistence.bids_persist_all()
+        written += report["events"]
+        if not report["events"]:
+            break
+    seconds = time.perf_counter() - began
+    return {"bids": placed, "written": written, "seconds": seconds, "rate": written / seconds}
+
+
+def settlement(bidders: int) -> dict:
+    """A session with `bidders` real bidders, persisted, then ended and settled."""
+    from django.utils import timezone
+
+    from auctions import engine, persistence
+    from auctions import settlement as settling
+    from auctions.models import BiddingSession
+    from auctions.simulation import bots_prepare
+    from bench.bid_flood import session_create
+    from bench.prepare import bids_fill
+
+    users = bots_prepare(bidders, prefix="bench-settle", tokens=False)
+    session_id = session_create()
+    bids_fill(session_id, [(bot.user_id, bot.username) for bot in users])
+    began = time.perf_counter()
+    while persistence.bids_persist_all()["events"]:
+        pass
+    persist_seconds = time.perf_counter() - began
+    session = BiddingSession.objects.get(pk=session_id)
+    session.end_time = timezone.now() - dt.timedelta(seconds=1)
+    session.start_time = session.end_time - dt.timedelta(hours=1)
+    session.save(update_fields=["start_time", "end_time"])
+    engine.params_store(session)
+    began = time.perf_counter()
+    outcome = settling.session_settle(session_id=session_id)
+    return {"bidders": outcome.bidders, "seconds": time.perf_counter() - began, "persist_seconds": persist_seconds}
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 1024 / 1024
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    parser.add_argument("--web-processes", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each saturation run")
+    parser.add_argument("--quick", action="store_true", help="short runs, smaller sizes (a smoke test of the suite)")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
+                        "healthz,bid,openloop,leaderboard,scaling,websocket,persist,settle")
+    parser.add_argument("--record", action="store_true", help="append the table to docs/PERFORMANCE.md")
+    parser.add_argument("--port", type=int, default=8201)
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    seconds = 3.0 if args.quick else args.seconds
+    sizes = {"bidders": 1_000 if args.quick else 10_000, "board": [1_000, 10_000] if args.quick else
+             [1_000, 10_000, 100_000], "listeners": 100 if args.quick else 1_000,
+             "persist": 5_000 if args.quick else 50_000, "settle": 5_000 if args.quick else 100_000}
+
+    env = _environment(args)
+    import django
+
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    from auctions import simulation
+    from bench.bid_flood import session_create
+    from bench.prepare import board_fill
+    from flashbid.redis import get_redis
+
+    _prepare_database()
+    get_redis().flushdb()
+    servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port)
+    rows: list[tuple[str, str, str]] = []  # (measure, figure, target)
+    started = time.monotonic()
+    try:
+        servers.start_web()
+        servers.start_workers()
+        port = servers.web_ports()[0]
+        bots = simulation.bots_prepare(sizes["bidders"], prefix="bench")
+        healthz_rps = bid_rps = None
+        # Warm-up (imports, pools, script registration, caches), not measured.
+        wrk(f"http://127.0.0.1:{port}/healthz", "get.lua", seconds=2)
+        wrk_bids(port, session_create(), bots, seconds=2, price_base=100_000)
+
+        if "healthz" not in skip:
+            r = wrk(f"http://127.0.0.1:{port}/healthz", "get.lua", seconds=seconds)
+            healthz_rps = r["rps"]
+            rows.append(("GET /healthz at saturation (wrk, 64 connections)",
+                         f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; {r['statuses']}",
+                         ""))
+        if "bid" not in skip:
+            session_id = session_create()
+            r = wrk_bids(port, session_id, bots, seconds=seconds, price_base=100_000)
+            bid_rps = r["accepted_rps"]
+            ratio = f"; {bid_rps / healthz_rps:.0%} of /healthz" if healthz_rps else ""
+            rows.append((f"POST bid at saturation (wrk, 64 connections, {len(bots):,} bidders)",
+                         f"{r['accepted_rps']:,.0f} accepted/s of {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                         f"p99 {r['p99_ms']:.1f} ms; statuses {r['statuses']}, socket errors {r['errors']:.0f}{ratio}",
+                         "≥ 1,300/s and ≥ 60 % of /healthz"))
+        if "openloop" not in skip and bid_rps:
+            for share, target in ((0.5, "p99 ≤ 25 ms"), (0.8, "p99 ≤ 60 ms")):
+                session_id = session_create()
+                r = open_loop(port, bid_rps * share, seconds, bid_request_maker(session_id, bots, 100_000))
+                rows.append((f"POST bid at {share:.0%} of capacity, open loop ({bid_rps * share:,.0f}/s offered)",
+                             f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, p99.9 {r['p999']:.1f} ms; "
+                             f"statuses {r['statuses']}, errors {r['errors']}", target))
+        if "leaderboard" not in skip:
+            session_id = session_create()
+            board_fill(session_id, sizes["bidders"])
+            page = f"/api/sessions/{session_id}/leaderboard?page=3&page_size=50"
+            r = wrk(f"http://127.0.0.1:{port}{page}", "get.lua", seconds=seconds)
+            rows.append((f"GET leaderboard page (50 rows) with {sizes['bidders']:,} bidders",
+                         f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", ""))
+            o = open_loop(port, r["rps"] * 0.5, seconds, get_request_maker(page))
+            rows.append(("GET leaderboard page at 50 % of its capacity, open loop",
+                         f"p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms, p99.9 {o['p999']:.1f} ms; "
+                         f"statuses {o['statuses']}", "p99 ≤ 30 ms"))
+            r = wrk(f"http://127.0.0.1:{port}/api/sessions/{session_id}/leaderboard/meta", "get.lua", seconds=seconds)
+            rows.append(("GET leaderboard/meta", f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                         f"p99 {r['p99_ms']:.1f} ms", ""))
+        if "scaling" not in skip:
+            costs = []
+            for size in sizes["board"]:
+                session_id = session_create()
+                board_fill(session_id, size)
+                r = wrk_bids(port, session_id, bots, seconds=max(3.0, seconds / 2), price_base=10_000_000)
+                costs.append(r["accepted_rps"])
+                rows.append((f"POST bid with {size:,} bidders on the board",
+                             f"{r['accepted_rps']:,.0f} accepted/s, p50 {r['p50_ms']:.1f} ms", ""))
+            rows.append(("bid cost at the largest board vs the smallest", f"{costs[0] / costs[-1]:.2f}×",
+                         "within 10 %"))
+        if "websocket" not in skip:
+            session_id = session_create()
+            rate = (bid_rps or 400) * 0.5
+            w = websocket_delivery(port, session_id, bots, listeners=sizes["listeners"], rate=rate, seconds=seconds)
+            rows.append((f"WebSocket: {w['listeners']:,} listeners, bids at {rate:,.0f}/s for {seconds:g} s",
+                         f"acceptance → delivery p50 {w['p50']:.0f} ms, p99 {w['p99']:.0f} ms; "
+                         f"{w['pushes_mean']:.1f} pushes per listener for {w['bids']:,} bids; "
+                         f"{w['got_last']:,} of {w['listeners']:,} saw the final board", "p99 ≤ 300 ms"))
+        for name, rss in servers.rss_mb().items():
+            rows.append((f"RSS {name} (after the HTTP runs)", f"{rss:.0f} MB",
+                         "≤ 150 MB" if name.startswith("web") and "child" not in name else ""))
+
+        servers.stop("worker", "beat")  # the persist and settlement runs below own the streams
+        if "persist" not in skip:
+            p = persist_drain(bots, bids=sizes["persist"])
+            rows.append((f"persist_bids draining {p['bids']:,} queued bids",
+                         f"{p['seconds']:.2f} s ({p['rate']:,.0f} bids/s)", "≥ 20,000 bids/s"))
+        if "settle" not in skip:
+            s = settlement(sizes["settle"])
+            rows.append((f"settlement of {s['bidders']:,} bidders",
+                         f"{s['seconds']:.2f} s (persisting them first took {s['persist_seconds']:.2f} s)", "≤ 10 s"))
+    finally:
+        servers.stop()
+
+    title = (f"{dt.date.today().isoformat()}, {args.server} ×{args.web_processes}, "
+             f"DEBUG off, worker + beat running for the HTTP runs")
+    table = ["| measure | figure | target |", "|---|---|---|"] + [f"| {m} | {f} | {t} |" for m, f, t in rows]
+    print(f"\n{title}\nmachine: {machine()}\n")
+    print("\n".join(table))
+    print(f"\n(suite took {time.monotonic() - started:.0f} s)")
+    if args.record:
+        command = "make bench" + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+        with open(ROOT / "docs" / "PERFORMANCE.md", "a") as doc:
+            doc.write(f"\n### Suite run: {title}\n\nCommand: `{command}` · machine: {machine()}; the load "
+                      f"generators (wrk, bench/openloop.py, the listeners) run on the same box.\n\n"
+                      + "\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()
