@@ -1,6 +1,8 @@
 """Authenticating API requests: a Bearer JWT, or the Django session cookie of the pages (with CSRF
 on unsafe methods). Neither path runs SQL once the user's caches are warm."""
 
+from importlib import import_module
+
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.http import HttpRequest
@@ -17,8 +19,18 @@ def _unauthenticated(detail: str = "Authentication credentials were not provided
     return ApiError(401, ErrorCode.NOT_AUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _session_of(request: HttpRequest):
+    """The request's Django session: SessionMiddleware's on the pages; the API runs no middleware
+    (flashbid.handlers), so there it is opened from the cookie here."""
+    session = getattr(request, "session", None)
+    if session is None:
+        engine = import_module(settings.SESSION_ENGINE)
+        session = request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    return session
+
+
 async def _user_from_session(request: HttpRequest) -> CurrentUser | None:
-    session = request.session
+    session = _session_of(request)
     user_id = await session.aget(SESSION_KEY)
     if not user_id:
         return None

@@ -11,13 +11,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from cachetools import TTLCache
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from accounts.tokens import token_verify
+from flashbid.db import orm
 from flashbid.metrics import AUTH_CACHE
 from flashbid.redis import get_async_redis, get_redis, key
 
@@ -126,7 +126,7 @@ async def get_current_user(user_id: str) -> CurrentUser | None:
         AUTH_CACHE.labels("redis").inc()
         user = _from_hash(user_id, data)
     else:
-        user = await sync_to_async(_load_cold)(user_id)
+        user = await orm(_load_cold, user_id)
     if user is not None:
         _local_put(user)
     return user

@@ -67,3 +67,8 @@ def results_get(*, session_id) -> dict | None:
         "winners": winners,
         "settled_at": session.settled_at,
     }
+
+
+def bidder_ranking(*, session_id, bidder_id) -> Ranking | None:
+    """One bidder's settled place in a session (None if they did not bid or it is not settled)."""
+    return Ranking.objects.filter(session_id=session_id, bidder_id=bidder_id).first()

@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
@@ -13,6 +12,7 @@ from accounts.selectors import CurrentUser
 from auctions import engine
 from auctions.models import Bid, BiddingSession, BidEvent, Product
 from auctions.rules import price_to_cents, rank_member
+from flashbid.db import orm
 from flashbid.errors import ApiError, ErrorCode
 from flashbid.metrics import BID_LATENCY, BIDS
 from flashbid.redis import get_redis
@@ -59,7 +59,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
     place = engine.async_script("place_bid")
     reply = await place(keys=script_keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":
-        await sync_to_async(engine.params_load)(session_id)
+        await orm(engine.params_load, session_id)
         reply = await place(keys=script_keys, args=args)
     if reply[0] == "err":
         code = reply[1]

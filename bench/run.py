@@ -76,7 +76,8 @@ class Servers:
         for n, port in enumerate(self.web_ports()):
             if self.server == "uvicorn":
                 args = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                        "--log-level", "warning", "flashbid.asgi:application"]
+                        "--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+                        "flashbid.asgi:application"]
             else:
                 args = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"]
             self._start(f"web{n}", args)
@@ -201,8 +202,8 @@ def open_loop(port: int, rate: float, seconds: float, make) -> dict:
 
     result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds, make_request=make))
     return {"rate": rate, "p50": result.percentile(0.50), "p99": result.percentile(0.99),
-            "p999": result.percentile(0.999), "statuses": dict(result.statuses), "errors": dict(result.error_kinds) or 0,
-            "requests": len(result.latencies)}
+            "p999": result.percentile(0.999), "statuses": dict(result.statuses),
+            "errors": dict(result.error_kinds) or 0, "requests": len(result.latencies)}
 
 
 # --- WebSocket delivery --------------------------------------------------------------------------

@@ -1,20 +1,26 @@
-"""The ASGI application: HTTP to Django, WebSockets to Channels (routes owned by leaderboard/)."""
+"""The ASGI application: HTTP to Django (the API through flashbid.handlers), WebSockets to Channels
+(routes owned by leaderboard/)."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
-django_application = get_asgi_application()
+# /static/ from the apps' static folders (the pages' CSS and JS); every other path goes straight
+# through, so the API pays one prefix check. In deploy nginx serves STATIC_ROOT before this.
+django_application = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from flashbid.handlers import http_router  # noqa: E402
 from flashbid.observability import RequestContext  # noqa: E402
 from leaderboard.routing import websocket_urlpatterns  # noqa: E402
 
 application = RequestContext(ProtocolTypeRouter({
-    "http": django_application,
+    # /api/ through the API's lean handlers (flashbid.handlers), everything else through Django's.
+    "http": http_router(django_application),
     "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
 }))

@@ -125,7 +125,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the files nginx serves under /static/ (deploy/nginx.conf).
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Bodies larger than this are refused before parsing (a bid is a few bytes).
@@ -192,6 +193,7 @@ CHANNEL_LAYERS = {
             "hosts": [{
                 "address": REDIS_URL,
                 "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 16),
+                "client_name": "flashbid-channels",  # told apart in CLIENT LIST
                 "socket_connect_timeout": 5,
                 "socket_keepalive": True,
             }],

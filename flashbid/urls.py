@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from flashbid import health
 from flashbid.api import api, api_not_found
@@ -12,4 +12,7 @@ urlpatterns = [
     path("api/", api.urls),
     # Whatever no API route matched (even paths with characters `<path:>` refuses): the contract's 404.
     re_path(r"^api/", api_not_found),
+    # The pages: bidder pages (auctions) and login/register/logout (accounts).
+    path("", include("accounts.urls")),
+    path("", include("auctions.urls")),
 ]

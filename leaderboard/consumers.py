@@ -1,43 +1,76 @@
-"""The live board over WebSocket: a snapshot on connect, then the board whenever it changes.
+"""The live board over WebSocket (`/ws/sessions/<id>/`): a snapshot on connect, then whatever the
+session's group receives (coalesced boards, the end, the results; shapes in leaderboard/broadcast.py).
 
-Read-only and open to anonymous visitors. Clients join the channel-layer group of the session
-(`board_group`); whoever publishes a board state sends it there once for all listeners."""
+Read-only and open to anonymous visitors. An id that is not a session (malformed or unknown)
+is closed with code 4404 right after the handshake.
+"""
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+import uuid
+
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from flashbid.errors import ApiError
-from flashbid.json import dumps
-from leaderboard.selectors import leaderboard_page
+from flashbid.metrics import WEBSOCKETS_OPEN
+from leaderboard.broadcast import BOARD_SIZE, board_group, board_message, render
+from leaderboard.broadcaster import get_broadcaster
+from leaderboard.selectors import board_read
 
-SNAPSHOT_SIZE = 10
 CLOSE_UNKNOWN_SESSION = 4404
+_BROADCAST = "board.message"
 
 
-def board_group(session_id: object) -> str:
-    """The channel-layer group of one session's listeners."""
-    return f"board.{session_id}"
+class BoardConsumer(AsyncWebsocketConsumer):
+    session_id: str | None = None
+    group: str | None = None
+    # The board version this socket has; older or equal boards are not sent again.
+    version = -1
 
-
-class BoardConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
-        self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
         await self.accept()
         try:
-            board = await leaderboard_page(session_id=self.session_id, page=1, page_size=SNAPSHOT_SIZE)
-        except ApiError:
+            session_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["session_id"]))
+        except ValueError:
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
-        self.group = board_group(self.session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send(text_data=dumps({"type": "snapshot", "board": board}).decode())
+        # Join before reading the snapshot: a push published in between is queued, not lost (and
+        # dropped by version if the snapshot already has it).
+        group = board_group(session_id)
+        await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            board = await board_read(session_id=session_id, offset=0, count=BOARD_SIZE)
+        except ApiError:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.close(code=CLOSE_UNKNOWN_SESSION)
+            return
+        self.session_id, self.group, self.version = session_id, group, board.version
+        await self.send(text_data=render(board_message("snapshot", board)))
+        get_broadcaster().listen(session_id)
+        WEBSOCKETS_OPEN.inc()
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "group", None):
+        if self.group is not None:
+            get_broadcaster().unlisten(self.session_id)
+            WEBSOCKETS_OPEN.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
 
-    async def receive_json(self, content, **kwargs) -> None:
-        """The socket is read-only: client messages are ignored."""
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        """The socket is read-only: whatever a client sends is ignored."""
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs aclose_old_connections() (a sync_to_async thread hop) before every handler;
+        # relaying a pre-rendered broadcast touches no database, and that hop was over a third of
+        # the fan-out's cost (docs/PERFORMANCE-NOTES). Everything else keeps it.
+        if message["type"] == _BROADCAST:
+            await self.board_message(message)
+        else:
+            await super().dispatch(message)
 
     async def board_message(self, event: dict) -> None:
         """A pre-rendered message for every listener of the session (board, status, results)."""
-        await self.send(text_data=event["text"])
+        version = event.get("version")
+        if version is not None:
+            if version <= self.version:
+                return
+            self.version = version
+        await self.base_send({"type": "websocket.send", "text": event["text"]})

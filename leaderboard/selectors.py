@@ -7,13 +7,13 @@ import math
 import threading
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from cachetools import TTLCache
 from django.conf import settings
 
 from auctions import engine
 from auctions.models import SessionStatus
 from auctions.rules import cents_to_price
+from flashbid.db import orm
 from flashbid.errors import ApiError, ErrorCode
 
 
@@ -26,6 +26,7 @@ class Board:
     total_bidders: int
     threshold_score: float | None
     highest_price: object
+    start_time: object
     end_time: object
     server_time: object
     entries: list[dict]
@@ -50,7 +51,7 @@ async def _run(name: str, keys: list[str], args: list, session_id) -> list:
     script = engine.async_script(name)
     reply = await script(keys=keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":
-        await sync_to_async(engine.params_load)(session_id)
+        await orm(engine.params_load, session_id)
         reply = await script(keys=keys, args=args)
     if reply[0] == "err" and reply[1] in ("not_found", "no_params"):
         raise _not_found()
@@ -84,6 +85,7 @@ async def board_read(*, session_id, offset: int, count: int) -> Board:
         total_bidders=int(total),
         threshold_score=float(threshold) if threshold else None,
         highest_price=cents_to_price(highest) if highest else None,
+        start_time=engine.us_to_datetime(int(start_us)),
         end_time=engine.us_to_datetime(int(end_us)),
         server_time=engine.us_to_datetime(int(now_us)),
         entries=entries,
@@ -92,6 +94,11 @@ async def board_read(*, session_id, offset: int, count: int) -> Board:
 
 async def leaderboard_page(*, session_id, page: int, page_size: int) -> dict:
     board = await board_read(session_id=session_id, offset=(page - 1) * page_size, count=page_size)
+    return board_page_body(board, page=page, page_size=page_size)
+
+
+def board_page_body(board: Board, *, page: int, page_size: int) -> dict:
+    """The body of GET /api/sessions/{id}/leaderboard for a board read at `(page - 1) * page_size`."""
     return {
         "session_id": board.session_id,
         "status": board.status,

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from auctions import views
+
+urlpatterns = [
+    path("", views.session_list, name="sessions"),
+    path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
+    path("sessions/<uuid:session_id>/results/", views.session_results, name="session-results"),
+]

@@ -1,0 +1,91 @@
+"""Profile the bid request inside one process, without network or client: the ASGI application is
+driven directly with pre-built scopes, so every sample is server-side work (Django, ninja, auth,
+the Redis round trip). Prints µs per bid and the top functions by cumulative time.
+
+    .venv/bin/python bench/profile_bid.py --bids 3000 [--pyinstrument]
+"""
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from auctions import simulation  # noqa: E402
+from bench.bid_flood import session_create  # noqa: E402
+from flashbid.asgi import application  # noqa: E402
+
+
+async def bid(session_id: str, token: str, cents: int) -> int:
+    body = f'{{"price": "{cents // 100}.{cents % 100:02d}"}}'.encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": f"/api/sessions/{session_id}/bids", "raw_path": b"", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {token}".encode()),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    sent = {"done": False}
+    status = 0
+
+    async def receive():
+        if not sent["done"]:
+            sent["done"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await application(scope, receive, send)
+    return status
+
+
+async def run(session_id: str, bots, count: int) -> list[int]:
+    return [await bid(session_id, bots[n % len(bots)].token, 100_000 + n) for n in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bids", type=int, default=3000)
+    parser.add_argument("--pyinstrument", action="store_true")
+    args = parser.parse_args()
+    bots = simulation.bots_prepare(1000, prefix="bench")
+    session_id = session_create()
+    asyncio.run(run(session_id, bots, 200))  # warm
+    session_id = session_create()
+    asyncio.run(run(session_id, bots, 50))
+    began = time.perf_counter()
+    if args.pyinstrument:
+        from pyinstrument import Profiler
+
+        with Profiler() as profiler:
+            statuses = asyncio.run(run(session_id, bots, args.bids))
+        profiler.print(show_all=False)
+    else:
+        profile = cProfile.Profile()
+        profile.enable()
+        statuses = asyncio.run(run(session_id, bots, args.bids))
+        profile.disable()
+        pstats.Stats(profile).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(35)
+    elapsed = time.perf_counter() - began
+    print(f"{args.bids} bids, statuses {set(statuses)}: {elapsed / args.bids * 1e6:.0f} µs per bid (profiled)")
+    session_id = session_create()
+    began = time.perf_counter()
+    asyncio.run(run(session_id, bots, args.bids))
+    print(f"unprofiled: {(time.perf_counter() - began) / args.bids * 1e6:.0f} µs per bid, in one process, no network")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""HTTP handlers for the API: Django's request handling without what the API does not use.
+
+Django's ASGIHandler runs every request through settings.MIDDLEWARE (each built-in middleware
+hook is a `sync_to_async` thread hop under ASGI) inside an asgiref ThreadSensitiveContext (a fresh
+one-thread executor per request), with `request_started`/`request_finished` receivers run through
+`sync_to_async`. The pages and the admin need all of that. The JSON API does not:
+
+- `APIHandler` (every `/api/` path, /readyz and /metrics): no middleware. The API authenticates by itself
+  (accounts.auth: Bearer token or the session cookie, with its own CSRF check), answers only JSON
+  and validates the Host header below. Everything else is Django's own request lifecycle.
+- `RedisOnlyHandler` (the bid, the leaderboard, its meta and bids/me, /healthz): additionally no
+  ThreadSensitiveContext, no request signals and no disconnect watcher. Safe because these views
+  are async and, once warm, touch only Redis: no sync middleware, no ORM, no sync signal receiver
+  runs. Their rare cold paths (a user or a session's parameters not yet in Redis, a session cookie
+  missing from the cache) reach the ORM only through `flashbid.db.orm`, which gives the connection
+  back as a finished request would.
+"""
+
+import re
+from contextlib import closing
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponse
+from django.urls import set_script_prefix, set_urlconf
+from django.utils.log import log_response
+
+from flashbid.json import json_response
+
+# Paths served by RedisOnlyHandler, with the methods their views accept (anything else goes through
+# APIHandler, which answers the contract's 405 with the full request lifecycle).
+FAST_PATH = re.compile(r"/api/sessions/[^/]+/(?:bids|bids/me|leaderboard|leaderboard/meta)")
+FAST_METHODS = frozenset({"GET", "POST", "HEAD"})
+# Ops endpoints for machines (JSON or Prometheus text): no sessions, cookies or CSRF either.
+OPS_PATHS = frozenset({"/readyz", "/metrics"})
+
+
+class APIHandler(ASGIHandler):
+    """Django's ASGI handler with an empty middleware chain."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        get_response = self._get_response_async if is_async else self._get_response
+        self._middleware_chain = convert_exception_to_response(get_response)
+
+    async def get_response_async(self, request) -> HttpResponse:
+        """Django's, but 4xx answers are not logged: they are the API's designed rejections
+        (not_higher, rate_limited, …), counted by code in /metrics; a log line (and a thread hop)
+        per rejected bid would cost the most exactly when load is highest. 5xx are logged."""
+        set_urlconf(settings.ROOT_URLCONF)
+        response = await self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 500:
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        return response
+
+    async def run_get_response(self, request) -> HttpResponse:
+        try:
+            request.get_host()  # what CommonMiddleware would check: Host must be in ALLOWED_HOSTS
+        except DisallowedHost:
+            return json_response({"detail": "Invalid Host header.", "code": "invalid"}, status=400)
+        response = await super().run_get_response(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
+class RedisOnlyHandler(APIHandler):
+    """APIHandler without the per-request thread machinery, for the Redis-only views."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with closing(body_file):
+            set_script_prefix(get_script_prefix(scope))
+            request, error_response = self.create_request(scope, body_file)
+            response = error_response if request is None else await self.run_get_response(request)
+            await self.send_response(response, send)
+
+
+def http_router(django_application):
+    """The ASGI app for HTTP: the API's handlers for /api/, Django's own for the rest."""
+    api = APIHandler()
+    redis_only = RedisOnlyHandler()
+
+    async def route(scope, receive, send):
+        path = scope["path"]
+        if path.startswith("/api/"):
+            if scope["method"] in FAST_METHODS and FAST_PATH.fullmatch(path):
+                return await redis_only(scope, receive, send)
+            return await api(scope, receive, send)
+        if path == "/healthz":  # async, touches nothing: the stack's own floor, for load balancers
+            return await redis_only(scope, receive, send)
+        if path in OPS_PATHS:
+            return await api(scope, receive, send)
+        return await django_application(scope, receive, send)
+
+    return route

@@ -1,0 +1,199 @@
+"""The coalescing broadcaster: pushes a session's board to its WebSocket listeners when it changed,
+at most once per BROADCAST_INTERVAL_MS per session, across every web process, never once per bid.
+
+Each web process runs one ticker task per event loop (daphne has one), started when its first
+socket joins a session and ended when its last socket leaves. For every session with listeners in
+this process it asks Redis, every interval, `push_claim.lua` (one pipelined round trip for all due
+sessions): has the board version moved since the last push, or has the session's end passed (by
+Redis's clock) without its "ended" status being pushed? Redis answers for all processes at once,
+so exactly one process wins a claim; it reads ONE board snapshot (top BOARD_SIZE, the selectors'
+board script), does ONE group send (one PUBLISH with the pub/sub layer; every process relays it to
+its own sockets), and records what it pushed with `push_confirm.lua`.
+
+A claim has a lease (PUSH_LEASE_MS): if its process dies between claim and confirm, another
+process pushes the same state when the lease runs out, so the last state still arrives (late, once
+more); a process that publishes and confirms in time causes no duplicate. A publish that fails
+releases the claim, and the next tick tries again.
+
+Cost: the bid path is untouched (it already bumps the version). Per session with listeners: each
+web process polls once per interval (a few HMGETs in Redis); the winner adds one board read, one
+PUBLISH and one confirm per interval at most. Message shapes: leaderboard/broadcast.py.
+"""
+
+import asyncio
+import logging
+import secrets
+import weakref
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from redis.exceptions import NoScriptError, RedisError
+
+from auctions import engine
+from flashbid.db import orm
+from flashbid.errors import ApiError
+from flashbid.redis import get_async_redis, session_key
+from leaderboard.broadcast import BOARD_SIZE, board_message, publish, status_message
+from leaderboard.selectors import board_read
+
+logger = logging.getLogger(__name__)
+
+LUA_DIR = Path(__file__).resolve().parent / "lua"
+_CLAIM = (LUA_DIR / "push_claim.lua").read_text()
+_CONFIRM = (LUA_DIR / "push_confirm.lua").read_text()
+
+# How long a claim may stay unconfirmed before another process may push the same state. Far above
+# a normal claim-to-confirm time (milliseconds), short enough to keep a dead claimer's loss brief.
+PUSH_LEASE_MS = 1_000
+# The push hash outlives any listener by this much (it is rebuilt by the next claim anyway).
+PUSH_KEY_TTL_MS = 7 * 24 * 3600 * 1000
+# Sessions Redis does not know (deleted while watched) are asked about again this rarely.
+UNKNOWN_RETRY_SECONDS = 5.0
+
+
+def push_key(session_id: object) -> str:
+    return session_key(session_id, "push")
+
+
+class Broadcaster:
+    """The ticker of one event loop. Not thread-safe: used only from its loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._listeners: Counter[str] = Counter()
+        self._due: dict[str, float] = {}  # session id -> loop time of its next claim attempt
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._scripts: dict[str, object] = {}
+
+    def listen(self, session_id: str) -> None:
+        """A socket of this process joined `session_id`'s group."""
+        self._listeners[session_id] += 1
+        if self._listeners[session_id] == 1:
+            self._due[session_id] = self._loop.time()
+            self._wake.set()
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="board-broadcaster")
+
+    def unlisten(self, session_id: str) -> None:
+        """A socket of this process left; the session is no longer polled here once none is left."""
+        if self._listeners[session_id] <= 1:
+            self._listeners.pop(session_id, None)
+            self._due.pop(session_id, None)
+            self._wake.set()  # the ticker ends at once when nothing is left to poll
+        else:
+            self._listeners[session_id] -= 1
+
+    async def _run(self) -> None:
+        interval = settings.BROADCAST_INTERVAL_MS / 1000
+        try:
+            while self._listeners:
+                now = self._loop.time()
+                due = [sid for sid, at in self._due.items() if at <= now]
+                if not due:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), min(self._due.values()) - now)
+                    except TimeoutError:
+                        pass
+                    continue
+                try:
+                    await self._tick(due, interval)
+                except Exception as exc:
+                    # Redis down or slow (or a bug): sockets keep their last board; the ticker lives on.
+                    if isinstance(exc, RedisError):
+                        logger.warning("board broadcaster: %s; retrying in %.1f s", exc, interval)
+                    else:
+                        logger.exception("board broadcaster tick failed; retrying in %.1f s", interval)
+                    for sid in due:
+                        if sid in self._due:
+                            self._due[sid] = self._loop.time() + interval
+        finally:
+            self._task = None
+
+    def _script(self, name: str, source: str):
+        """A script registered once on this loop's client (EVALSHA, EVAL if Redis forgot it)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = get_async_redis().register_script(source)
+        return script
+
+    async def _tick(self, due: list[str], interval: float) -> None:
+        """Claim every due session in one pipelined round trip, then push those won, concurrently."""
+        claim = self._script("claim", _CLAIM)
+        tokens = {sid: secrets.token_hex(8) for sid in due}
+        pipe = get_async_redis().pipeline(transaction=False)
+        for sid in due:
+            keys = engine.session_keys(sid)
+            # Plain EVALSHA in the pipeline: a registered Script would add a SCRIPT EXISTS round trip.
+            pipe.evalsha(claim.sha, 3, keys.params, keys.meta, push_key(sid),
+                         tokens[sid], settings.BROADCAST_INTERVAL_MS, PUSH_LEASE_MS, PUSH_KEY_TTL_MS)
+        replies = await pipe.execute(raise_on_error=False)
+        now = self._loop.time()
+        pushes, pushed, unloaded, failures = [], [], [], []
+        script_lost = False
+        for sid, reply in zip(due, replies, strict=True):
+            retry_at = now + interval
+            if isinstance(reply, NoScriptError):  # Redis restarted or SCRIPT FLUSH: load it, ask again
+                script_lost, retry_at = True, now
+            elif isinstance(reply, Exception):
+                failures.append(reply)
+            elif reply[0] == "claim":
+                # Pushed even if this process's last socket for it left meanwhile: others wait on it.
+                pushed.append(sid)
+                pushes.append(self._push(sid, tokens[sid], board=reply[1] == 1, status=reply[2] == 1,
+                                         now_us=int(reply[3]), end_us=reply[4]))
+            elif reply[0] == "idle":
+                pass
+            elif reply[0] == "wait":
+                retry_at = now + int(reply[1]) / 1000
+            elif reply[1] == "no_params":  # Redis lost the session's parameters: reload, ask again
+                unloaded.append(sid)
+                retry_at = now
+            else:  # not_found
+                retry_at = now + UNKNOWN_RETRY_SECONDS
+            if sid in self._due:  # unless its last socket here left meanwhile
+                self._due[sid] = retry_at
+        outcomes = await asyncio.gather(*pushes, return_exceptions=True)
+        for session_id, outcome in zip(pushed, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                logger.error("board push for session %s failed", session_id, exc_info=outcome)
+        if failures:
+            logger.warning("board broadcaster: %d claim(s) failed (%s); retrying next interval",
+                           len(failures), failures[0])
+        if script_lost:
+            await get_async_redis().script_load(_CLAIM)
+        for sid in unloaded:
+            await orm(engine.params_load, sid)  # outside any request: hand the connection back
+
+    async def _push(self, session_id: str, token: str, *, board: bool, status: bool, now_us: int,
+                    end_us: str) -> None:
+        """Publish what the claim won, then confirm what was published (which ends the claim)."""
+        pushed_version = ""
+        pushed_end = ""
+        try:
+            if board:
+                snapshot = await board_read(session_id=session_id, offset=0, count=BOARD_SIZE)
+                await publish(session_id, board_message("board", snapshot), version=snapshot.version)
+                pushed_version = str(snapshot.version)
+            if status:
+                await publish(session_id, status_message("ended", engine.us_to_datetime(now_us)))
+                pushed_end = end_us
+        except (RedisError, ApiError, OSError) as exc:
+            logger.warning("board push for session %s failed (%s); the next tick retries", session_id, exc)
+        finally:
+            confirm = self._script("confirm", _CONFIRM)
+            await confirm(keys=[push_key(session_id)], args=[token, pushed_version, pushed_end])
+
+
+_broadcasters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Broadcaster]" = weakref.WeakKeyDictionary()
+
+
+def get_broadcaster() -> Broadcaster:
+    """The broadcaster of the running event loop (one per loop, like the Redis clients)."""
+    loop = asyncio.get_running_loop()
+    broadcaster = _broadcasters.get(loop)
+    if broadcaster is None:
+        broadcaster = _broadcasters[loop] = Broadcaster(loop)
+    return broadcaster

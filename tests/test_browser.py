@@ -1,0 +1,262 @@
+"""The pages in a real headless Chromium (Debian's, through Playwright) against real processes:
+daphne, a Celery worker and beat (persist and settle every second). A visitor registers, bids, sees
+bad bids explained and a rival outbid them live; with the socket down the page polls and still
+updates; when the session ends the page shows the results.
+
+Screenshots go to var/test-artifacts/ (ignored by git). With FLASHBID_DOCS_SCREENSHOT=1 the first
+test also refreshes docs/screenshot-session.png."""
+
+import datetime as dt
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests import processes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
+
+CHROMIUM = os.environ.get("FLASHBID_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = processes.ROOT / "var" / "test-artifacts"
+DOCS_SCREENSHOT = processes.ROOT / "docs" / "screenshot-session.png"
+PASSWORD = "s3cret-pass-123"
+DESKTOP = {"width": 1100, "height": 900}
+# How many requests the page has sent to URLs containing a string (resource timing).
+FETCHES = "(part => performance.getEntriesByType('resource').filter(e => e.name.includes(part)).length)"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (deploy/test.sh installs Debian's chromium)", allow_module_level=True)
+
+
+@pytest.fixture
+def server(started) -> str:
+    """daphne + a Celery worker + beat, persisting and settling every second. Returns the base URL."""
+    env = {"PERSIST_INTERVAL_SECONDS": "1", "SETTLE_INTERVAL_SECONDS": "1"}
+    started(processes.celery_worker, **env)
+    started(processes.celery_beat, **env)
+    port = processes.free_port()
+    started(processes.daphne, port, **env)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def chromium():
+    """Call to launch the browser, after the test's database work: Playwright's sync API runs an
+    event loop in this thread from then on, and Django refuses ORM calls there."""
+    running = []
+
+    def launch():
+        playwright = sync_playwright().start()
+        running.append(playwright.stop)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        running.append(browser.close)
+        return browser
+
+    yield launch
+    for close in reversed(running):
+        close()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def expect_live(page: Page, timeout: float = 10_000) -> None:
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live", timeout=timeout)
+
+
+def bid(page: Page, price: str) -> None:
+    page.fill("#bid-price", price)
+    page.click("#bid-submit")
+
+
+def expect_bid_error(page: Page, code: str, text: str) -> None:
+    error = page.locator("#bid-error")
+    expect(error).to_have_attribute("data-code", code)
+    expect(error).to_contain_text(text)
+
+
+def log_in(page: Page, base: str, username: str, next_path: str) -> None:
+    page.goto(f"{base}/login/?next={next_path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    expect(page).to_have_url(f"{base}{next_path}")
+
+
+def register(http: httpx.Client, username: str) -> str:
+    """A bidder registered through the API (hashed by the server's own hasher, so the pages' login
+    works; the tests' own users carry the fast test hasher). Returns the access token."""
+    response = http.post("/api/auth/register", json={"username": username, "email": f"{username}@example.test",
+                                                      "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return response.json()["access_token"]
+
+
+def api_bid(http: httpx.Client, session_id, token: str, price: str) -> dict:
+    response = http.post(f"/api/sessions/{session_id}/bids", json={"price": price},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_visitor_registers_bids_and_sees_a_rival_outbid_them_live(server, chromium, make_session, make_user,
+                                                                   token_for):
+    session = make_session(inventory=1, upset_price="10.00", alpha=1.0, beta=0.0, gamma=0.0)
+    session.product.name, session.product.description = "Vintage film camera", "35 mm rangefinder, serviced."
+    session.product.save()
+    others = [token_for(make_user(username=name)) for name in ("maria", "kenji", "sam")]
+    path = f"/sessions/{session.pk}/"
+    browser = chromium()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "rival")
+        for n, token in enumerate(others):
+            api_bid(http, session.pk, token, f"1{n + 1}.50")
+
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.goto(server + path)
+    expect_live(page)
+    expect(page.locator("#total-bidders")).to_have_text("3")
+    expect(page.locator("#bid-form")).to_have_count(0)  # a visitor watches; bidding needs an account
+
+    page.click("text=create an account")
+    page.fill("#id_username", "alice")
+    page.fill("#id_email", "alice@example.test")
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_password_again", PASSWORD)
+    page.click("#register-form button[type=submit]")
+    expect(page).to_have_url(server + path)
+    expect(page.get_by_test_id("username")).to_have_text("alice")
+    expect_live(page)
+
+    bid(page, "abc")
+    expect_bid_error(page, "invalid_price", "Enter a price like 123.45")
+    bid(page, "5")
+    expect_bid_error(page, "below_upset_price", "Bids start at the floor price of 10.00.")
+    bid(page, "20.00")
+    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted: rank 1 of 4")
+    expect(page.locator("#bid-error")).to_be_hidden()
+    expect(page.locator("#my-rank")).to_have_text("1")
+    expect(page.locator("#my-winning")).to_have_text("Winning")
+    bid(page, "15.00")
+    expect_bid_error(page, "not_higher", "higher than your current bid of 20.00")
+
+    rival_page = browser.new_context(viewport=DESKTOP).new_page()
+    log_in(rival_page, server, "rival", path)
+    expect_live(rival_page)
+    bid(rival_page, "25.00")
+    expect(rival_page.locator("#my-rank")).to_have_text("1")
+    outbid_at = time.monotonic()
+
+    # The first page learns it without a reload: pushed over the socket within 2 s.
+    expect(page.locator("#my-rank")).to_have_text("2", timeout=2_000)
+    assert time.monotonic() - outbid_at < 2.5  # expect's own clock starts a little later
+    expect(page.locator("#my-winning")).to_contain_text("Outbid")
+    expect(page.locator("#board-top tbody tr").first).to_contain_text("rival")
+    expect(page.locator("#total-bidders")).to_have_text("5")
+    expect(page.locator("#highest-price")).to_have_text("25.00")
+
+    page.click("#full-board summary")
+    expect(page.locator("#board-page tbody tr")).to_have_count(5)
+    expect(page.locator("#page-info")).to_contain_text("Page 1 of 1")
+    shot = screenshot(page, "session-outbid")
+    if os.environ.get("FLASHBID_DOCS_SCREENSHOT"):
+        DOCS_SCREENSHOT.write_bytes(shot.read_bytes())
+
+
+def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server, chromium, make_session,
+                                                                          make_user, token_for):
+    session = make_session(inventory=2)
+    rival_token = token_for(make_user(username="rival"))
+    browser = chromium()
+    # A phone-sized viewer.
+    page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    sockets, down = [], {"now": False}
+
+    def route_socket(ws) -> None:
+        if down["now"]:
+            ws.close(code=1011, reason="test: the socket is down")
+        else:
+            ws.connect_to_server()
+            sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route_socket)
+    page.goto(f"{server}/sessions/{session.pk}/")
+    expect_live(page)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the phone"
+
+    down["now"] = True
+    for ws in sockets:
+        ws.close(code=1011, reason="test: the socket is down")
+    status = page.locator("#live-status")
+    expect(status).to_have_attribute("data-state", "reconnecting")
+    expect(status).to_contain_text("reconnecting")
+
+    # Polling is meta-first: the meta is asked again and again, the board only when it changed.
+    page.wait_for_function(f"{FETCHES}('/leaderboard/meta') >= 2", timeout=10_000)
+    boards_before = page.evaluate(f"{FETCHES}('/leaderboard?')")
+    page.wait_for_function(f"{FETCHES}('/leaderboard/meta') >= 4", timeout=15_000)
+    assert page.evaluate(f"{FETCHES}('/leaderboard?')") == boards_before, "board fetched without a version change"
+
+    with httpx.Client(base_url=server, timeout=10) as http:
+        api_bid(http, session.pk, rival_token, "42.00")
+    expect(page.locator("#board-top tbody tr").first).to_contain_text("rival", timeout=8_000)
+    expect(page.locator("#highest-price")).to_have_text("42.00")
+    expect(status).to_have_attribute("data-state", "reconnecting")
+    screenshot(page, "session-phone-polling")
+
+    down["now"] = False  # the socket comes back: reconnected with backoff, live again
+    expect_live(page, timeout=30_000)
+
+
+def test_the_page_shows_the_results_when_the_session_ends(server, chromium, make_user, token_for):
+    admin_token = token_for(make_user(is_staff=True))
+    rival_token = token_for(make_user(username="rival"))
+    browser = chromium()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "winner")
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    log_in(page, server, "winner", "/")
+
+    with httpx.Client(base_url=server, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as http:
+        product = http.post("/api/admin/products", json={"name": "Last-minute lamp"}).json()
+        now = timezone.now()
+        end = now + dt.timedelta(seconds=10)
+        response = http.post("/api/admin/sessions", json={
+            "product_id": product["id"], "upset_price": "10.00", "inventory": 1, "alpha": 1.0,
+            "start_time": (now - dt.timedelta(seconds=60)).isoformat(), "end_time": end.isoformat()})
+        assert response.status_code == 201, response.text
+        session_id = response.json()["id"]
+
+    page.goto(f"{server}/sessions/{session_id}/")
+    expect_live(page)
+    bid(page, "40.00")
+    expect(page.locator("#my-rank")).to_have_text("1")
+    with httpx.Client(base_url=server, timeout=10) as http:
+        api_bid(http, session_id, rival_token, "30.00")
+
+    left = (end - timezone.now()).total_seconds()
+    outcome = page.locator("#my-outcome")
+    expect(outcome).to_contain_text("You won a unit (rank 1) at the final price of 40.00",
+                                    timeout=(left + 20) * 1000)
+    expect(page.locator("#final-price")).to_contain_text("Final price 40.00")
+    expect(page.locator("#status-badge")).to_have_text("settled")
+    expect(page.locator("#bid-submit")).to_be_disabled()
+    screenshot(page, "session-results")
+
+    page.click("text=Open the results page")
+    expect(page.locator("#my-outcome")).to_contain_text("You won a unit (rank 1)")
+    expect(page.locator("#winners tbody tr")).to_have_count(1)
+    screenshot(page, "results-page")
+
+    page.click("text=All sessions")
+    expect(page.locator("#sessions-settled")).to_contain_text("Last-minute lamp")
+    screenshot(page, "session-list")
