@@ -1,7 +1,13 @@
-.PHONY: up test lint bench
+.PHONY: up test lint bench scale-out scale-out-stop
 
 up:  ## bring the whole system up (web, worker, beat, flower); Ctrl-C stops it
 	deploy/up.sh
+
+scale-out:  ## nginx + 2 daphnes + PgBouncer + own Redis + worker + beat + Flower on this machine; Ctrl-C stops it
+	deploy/scale-out.sh
+
+scale-out-stop:  ## stop a scale-out started elsewhere
+	deploy/scale-out.sh stop
 
 test:  ## run the whole test suite
 	deploy/test.sh

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements-dev.txt
-# System tests drive a real browser (Debian's chromium) and the scale-out wiring (nginx, PgBouncer).
-deploy/debian-packages.sh chromium nginx-light pgbouncer
+# System tests drive a real browser (Debian's chromium) and the scale-out wiring (nginx, PgBouncer);
+# the deploy checks lint the shell scripts.
+deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck
 exec .venv/bin/pytest "$@"

@@ -30,7 +30,8 @@ DESKTOP = {"width": 1100, "height": 900}
 FETCHES = "(part => performance.getEntriesByType('resource').filter(e => e.name.includes(part)).length)"
 
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (deploy/test.sh installs Debian's chromium)", allow_module_level=True)
+    pytest.fail(f"no Chromium at {CHROMIUM}: run the suite through deploy/test.sh, which installs Debian's chromium",
+                pytrace=False)
 
 
 @pytest.fixture
