@@ -35,15 +35,22 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     if not status_line:
         raise ConnectionError("connection closed")
     status = int(status_line.split()[1])
-    length = 0
+    length, chunked = 0, False
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b"\n", b""):
             break
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value.strip())
-    if length:
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readline()  # the blank line after the last chunk
+    elif length:
         await reader.readexactly(length)
     return status
 

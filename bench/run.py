@@ -59,8 +59,9 @@ def _environment(args) -> dict[str, str]:
 # --- processes ---------------------------------------------------------------------------------
 
 class Servers:
-    def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int):
+    def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int, scale_out: bool):
         self.env, self.server, self.web_processes, self.base_port = env, server, web_processes, base_port
+        self.scale_out = scale_out
         self.procs: dict[str, subprocess.Popen] = {}
         VAR.mkdir(parents=True, exist_ok=True)
 
@@ -70,21 +71,54 @@ class Servers:
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def web_ports(self) -> list[int]:
+        if self.scale_out or self.server == "uvicorn":
+            return [self.base_port]  # nginx, or uvicorn's workers sharing one socket
         return [self.base_port + n for n in range(self.web_processes)]
 
+    def ws_port(self) -> int:
+        """Where the WebSocket listeners connect: daphne serves the sockets in every shape."""
+        return self.base_port + 10 if self.server == "uvicorn" and not self.scale_out else self.web_ports()[0]
+
+    def start_scale_out(self) -> None:
+        """deploy/scale-out.sh: nginx on base_port → two daphnes, PgBouncer, its own Redis, worker,
+        beat, Flower; everything in var/bench/scale-out."""
+        self.scale_out_dir = VAR / "scale-out"
+        ports = {"SCALE_OUT_HTTP_PORT": self.base_port,
+                 "SCALE_OUT_WEB_PORTS": f"{self.base_port + 1} {self.base_port + 2}",
+                 "SCALE_OUT_PGBOUNCER_PORT": self.base_port + 3, "SCALE_OUT_REDIS_PORT": self.base_port + 4,
+                 "SCALE_OUT_FLOWER_PORT": self.base_port + 5}
+        self.env.update({k: str(v) for k, v in ports.items()})
+        self.env.update({"SCALE_OUT_DIR": str(self.scale_out_dir), "SCALE_OUT_BOOTSTRAP": "0",
+                         "FLOWER_BASIC_AUTH": "bench:" + secrets.token_urlsafe(12)})
+        self._start("scale-out", [str(ROOT / "deploy" / "scale-out.sh")])
+        log = VAR / "scale-out.log"
+        deadline = time.monotonic() + 180
+        while "scale-out ready" not in log.read_text(errors="replace"):
+            if self.procs["scale-out"].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"deploy/scale-out.sh did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
     def start_web(self) -> None:
-        for n, port in enumerate(self.web_ports()):
-            if self.server == "uvicorn":
-                args = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                        "--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
-                        "flashbid.asgi:application"]
-            else:
-                args = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"]
-            self._start(f"web{n}", args)
-        for port in self.web_ports():
+        if self.scale_out:
+            return self.start_scale_out()
+        daphne = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "flashbid.asgi:application"]
+        if self.server == "uvicorn":
+            # HTTP on uvicorn (workers share one listening socket), WebSockets on a daphne beside it
+            # (nginx would route /ws/ there).
+            self._start("web", [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.base_port),
+                                "--workers", str(self.web_processes), "--no-access-log", "--log-level", "warning",
+                                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+                                "flashbid.asgi:application"])
+            self._start("ws-daphne", [*daphne, "-p", str(self.ws_port())])
+        else:
+            for n, port in enumerate(self.web_ports()):
+                self._start(f"web{n}", [*daphne, "-p", str(port)])
+        for port in {*self.web_ports(), self.ws_port()}:
             _wait_http(f"http://127.0.0.1:{port}/healthz", 30)
 
     def start_workers(self) -> None:
+        if self.scale_out:
+            return  # the scale-out runs its own worker and beat
         self._start("worker", [str(BIN / "celery"), "-A", "flashbid", "worker", "--loglevel=WARNING",
                                "--concurrency=2", "-n", "bench-worker@%h"])
         self._start("beat", [str(BIN / "celery"), "-A", "flashbid", "beat", "--loglevel=WARNING",
@@ -104,15 +138,19 @@ class Servers:
     def rss_mb(self) -> dict[str, float]:
         """Resident memory of each process and of its children (a prefork worker's pool)."""
         sizes = {}
-        for name, proc in self.procs.items():
-            pids = [proc.pid, *_children(proc.pid)]
+        if self.scale_out:
+            processes = {path.stem: int(path.read_text()) for path in (self.scale_out_dir / "pids").glob("*.pid")}
+        else:
+            processes = {name: proc.pid for name, proc in self.procs.items()}
+        for name, main_pid in processes.items():
+            pids = [main_pid, *_children(main_pid)]
             for pid in pids:
                 try:
                     text = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
                 rss = int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
-                sizes[name if pid == proc.pid else f"{name} child {pid}"] = rss
+                sizes[name if pid == main_pid else f"{name} child {pid}"] = rss
         return sizes
 
 
@@ -246,7 +284,8 @@ def _listeners_process(url: str, count: int, ready, stop, out_path: str) -> None
     Path(out_path).write_text(json.dumps(records))
 
 
-def websocket_delivery(port: int, session_id: str, bots, *, listeners: int, rate: float, seconds: float) -> dict:
+def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listeners: int, rate: float,
+                       seconds: float) -> dict:
     """`listeners` sockets (in a child process) on one session while bids arrive at `rate`/s: for
     every board push, the time from the acceptance of the bid it shows (the highest price: prices
     rise with every bid) to its arrival."""
@@ -256,7 +295,7 @@ def websocket_delivery(port: int, session_id: str, bots, *, listeners: int, rate
     out_path.unlink(missing_ok=True)
     ready, stop = multiprocessing.Event(), multiprocessing.Event()
     child = multiprocessing.Process(target=_listeners_process, args=(
-        f"ws://127.0.0.1:{port}/ws/sessions/{session_id}/", listeners, ready, stop, str(out_path)))
+        f"ws://127.0.0.1:{ws_port}/ws/sessions/{session_id}/", listeners, ready, stop, str(out_path)))
     child.start()
     if not ready.wait(180):
         child.kill()
@@ -358,7 +397,11 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
-    parser.add_argument("--web-processes", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--web-processes", type=int, default=1, choices=[1, 2],
+                        help="web processes, each on its own port; the HTTP loads go to the first")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="the HTTP runs through nginx over two daphnes and PgBouncer (deploy/scale-out.sh); "
+                             "persist and settlement are skipped (its worker owns the streams)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each saturation run")
     parser.add_argument("--quick", action="store_true", help="short runs, smaller sizes (a smoke test of the suite)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
@@ -373,6 +416,10 @@ def main() -> None:
              "persist": 5_000 if args.quick else 50_000, "settle": 5_000 if args.quick else 100_000}
 
     env = _environment(args)
+    if args.scale_out:
+        # The scale-out runs its own Redis; this process (bidders, boards) must use it too.
+        os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{args.port + 4}/0"
+        skip |= {"persist", "settle"}
     import django
 
     sys.path.insert(0, str(ROOT))
@@ -383,12 +430,14 @@ def main() -> None:
     from flashbid.redis import get_redis
 
     _prepare_database()
-    get_redis().flushdb()
-    servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port)
+    servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port,
+                      scale_out=args.scale_out)
     rows: list[tuple[str, str, str]] = []  # (measure, figure, target)
     started = time.monotonic()
     try:
-        servers.start_web()
+        if not args.scale_out:
+            get_redis().flushdb()
+        servers.start_web()  # the scale-out starts its own Redis: empty
         servers.start_workers()
         port = servers.web_ports()[0]
         bots = simulation.bots_prepare(sizes["bidders"], prefix="bench")
@@ -444,17 +493,21 @@ def main() -> None:
                              f"{r['accepted_rps']:,.0f} accepted/s, p50 {r['p50_ms']:.1f} ms", ""))
             rows.append(("bid cost at the largest board vs the smallest", f"{costs[0] / costs[-1]:.2f}×",
                          "within 10 %"))
+        for name, rss in servers.rss_mb().items():
+            rows.append((f"RSS {name} (steady state after the HTTP runs)", f"{rss:.0f} MB",
+                         "≤ 150 MB" if name.startswith(("web", "ws-daphne")) else ""))
         if "websocket" not in skip:
             session_id = session_create()
             rate = (bid_rps or 400) * 0.5
-            w = websocket_delivery(port, session_id, bots, listeners=sizes["listeners"], rate=rate, seconds=seconds)
+            w = websocket_delivery(port, servers.ws_port(), session_id, bots, listeners=sizes["listeners"], rate=rate,
+                                   seconds=seconds)
             rows.append((f"WebSocket: {w['listeners']:,} listeners, bids at {rate:,.0f}/s for {seconds:g} s",
                          f"acceptance → delivery p50 {w['p50']:.0f} ms, p99 {w['p99']:.0f} ms; "
                          f"{w['pushes_mean']:.1f} pushes per listener for {w['bids']:,} bids; "
                          f"{w['got_last']:,} of {w['listeners']:,} saw the final board", "p99 ≤ 300 ms"))
-        for name, rss in servers.rss_mb().items():
-            rows.append((f"RSS {name} (after the HTTP runs)", f"{rss:.0f} MB",
-                         "≤ 150 MB" if name.startswith("web") and "child" not in name else ""))
+            for name, rss in servers.rss_mb().items():
+                if name.startswith(("web", "ws-daphne")):
+                    rows.append((f"RSS {name} after serving the {sizes['listeners']:,} sockets", f"{rss:.0f} MB", ""))
 
         servers.stop("worker", "beat")  # the persist and settlement runs below own the streams
         if "persist" not in skip:
@@ -468,8 +521,9 @@ def main() -> None:
     finally:
         servers.stop()
 
-    title = (f"{dt.date.today().isoformat()}, {args.server} ×{args.web_processes}, "
-             f"DEBUG off, worker + beat running for the HTTP runs")
+    shape = ("nginx → daphne ×2, PgBouncer (deploy/scale-out.sh)" if args.scale_out
+             else f"{args.server} ×{args.web_processes}")
+    title = f"{dt.date.today().isoformat()}, {shape}, DEBUG off, worker + beat running for the HTTP runs"
     table = ["| measure | figure | target |", "|---|---|---|"] + [f"| {m} | {f} | {t} |" for m, f, t in rows]
     print(f"\n{title}\nmachine: {machine()}\n")
     print("\n".join(table))

@@ -67,6 +67,9 @@ class APIHandler(ASGIHandler):
             return json_response({"detail": "Invalid Host header.", "code": "invalid"}, status=400)
         response = await super().run_get_response(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if not response.streaming and "Content-Length" not in response:
+            # What CommonMiddleware would add; without it the server falls back to chunked encoding.
+            response.headers["Content-Length"] = str(len(response.content))
         return response
 
 
