@@ -67,13 +67,16 @@ def _from_hash(user_id: str, data: dict[str, str]) -> CurrentUser:
     )
 
 
-def user_cache_store(user: User) -> dict[str, str]:
-    """Write the Redis layer for `user` (on every change and on cold misses); forget the local copy."""
+def user_cache_store(user: User, *, pipe=None) -> dict[str, str]:
+    """Write the Redis layer for `user` (on every change and on cold misses); forget the local copy.
+    With `pipe`, the commands join that pipeline (the caller executes it)."""
     fields = user_hash_fields(user)
-    pipe = get_redis().pipeline()
+    own = pipe is None
+    pipe = get_redis().pipeline() if own else pipe
     pipe.hset(user_hash_key(user.pk), mapping=fields)
     pipe.expire(user_hash_key(user.pk), USER_HASH_TTL_SECONDS)
-    pipe.execute()
+    if own:
+        pipe.execute()
     local_forget(str(user.pk))
     return fields
 

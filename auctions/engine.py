@@ -125,6 +125,15 @@ def idem_key(session_id: object, user_id: str, idempotency_key: str | None) -> s
     return session_key(session_id, f"idem:{user_id}:{idempotency_key or '-'}")
 
 
+def place_bid_call(session_id: object, *, user_id: str, username: str, price: str, cents: int, weight: float,
+                   rate_limit: int, idem_ttl: int, idempotency_key: str | None = None) -> tuple[list, list]:
+    """(KEYS, ARGV) of place_bid.lua for one bid (the script's header documents both)."""
+    keys = session_keys(session_id)
+    return ([keys.params, keys.rank, keys.bids, keys.stream, keys.meta, keys.names,
+             rate_key(session_id, user_id), idem_key(session_id, user_id, idempotency_key)],
+            [user_id, username, price, cents, repr(weight), rate_limit, idem_ttl, 1 if idempotency_key else 0])
+
+
 def redis_clock_us() -> int:
     seconds, micros = get_redis().time()
     return int(seconds) * 1_000_000 + int(micros)

@@ -125,7 +125,9 @@ class BidEvent(models.Model):
     foreign-key constraint: checking them cost a fifth of persist throughput (a key-share lock on
     the user and session row per event, at commit). The writer joins each batch to accounts_user
     (entries of deleted users are skipped) and only writes sessions that exist; deleting a user or
-    a session still deletes their events (Django's CASCADE)."""
+    a session still deletes their events (Django's CASCADE). A user deleted during the few
+    milliseconds a persist batch is being written can leave that batch's rows of theirs behind,
+    referring to no user; they are history, no query of the live system reads them."""
 
     session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="bid_events",
                                 db_constraint=False, db_index=False)  # (session, seq) and (session, bidder) index it

@@ -49,13 +49,10 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
 
     Raises ApiError with the contract's codes for every rejection."""
     started = time.perf_counter()
-    keys = engine.session_keys(session_id)
-    script_keys = [keys.params, keys.rank, keys.bids, keys.stream, keys.meta, keys.names,
-                   engine.rate_key(session_id, user.id),
-                   engine.idem_key(session_id, user.id, idempotency_key)]
-    args = [user.id, user.username, str(price), price_to_cents(price), repr(user.weight),
-            settings.BID_RATE_LIMIT_PER_SECOND, settings.IDEMPOTENCY_TTL_SECONDS,
-            1 if idempotency_key else 0]
+    script_keys, args = engine.place_bid_call(
+        session_id, user_id=user.id, username=user.username, price=str(price), cents=price_to_cents(price),
+        weight=user.weight, rate_limit=settings.BID_RATE_LIMIT_PER_SECOND,
+        idem_ttl=settings.IDEMPOTENCY_TTL_SECONDS, idempotency_key=idempotency_key)
     place = engine.async_script("place_bid")
     reply = await place(keys=script_keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":

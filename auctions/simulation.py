@@ -10,7 +10,6 @@ Loads target loopback unless the caller allows otherwise, and every run is bound
 
 import asyncio
 import collections
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+from auctions.rules import cents_to_price
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # urlsplit().hostname drops IPv6 brackets
 MAX_DURATION_SECONDS = 600
 # An open-loop run never holds more requests in flight than this (a server that stopped answering
 # must not make the generator grow without bound).
@@ -37,7 +38,6 @@ class Bot:
     token: str
     price_cents: int = 0
     step_cents: int = 1
-    busy: bool = False
 
 
 def bots_prepare(count: int, *, prefix: str = "sim", tokens: bool = True) -> list[Bot]:
@@ -46,20 +46,27 @@ def bots_prepare(count: int, *, prefix: str = "sim", tokens: bool = True) -> lis
     from django.contrib.auth.hashers import make_password
 
     from accounts.models import User
+    from accounts.selectors import user_cache_store
     from accounts.tokens import token_issue
+    from flashbid.redis import get_redis
 
     names = [f"{prefix}-{n:04d}" for n in range(1, count + 1)]
     wanted = set(names)
     # One IN (...) of 100k names is slow to plan; a prefix scan is not.
     candidates = (User.objects.filter(username__startswith=f"{prefix}-") if count > 5_000
                   else User.objects.filter(username__in=names))
-    existing = {u.username: u for u in candidates.only("id", "username", "token_version") if u.username in wanted}
+    existing = {u.username: u for u in candidates if u.username in wanted}
     unusable = make_password(None)
     missing = [User(username=name, email=f"{name}@bots.flashbid.invalid", password=unusable,
                     weight=1.0 + (n % 5) / 10)
                for n, name in enumerate(names) if name not in existing]
     User.objects.bulk_create(missing, batch_size=2_000)
     users = {**existing, **{u.username: u for u in missing}}
+    # bulk_create sends no post_save: fill the users' Redis hashes as registration would have.
+    pipe = get_redis().pipeline(transaction=False)
+    for user in users.values():
+        user_cache_store(user, pipe=pipe)
+    pipe.execute()
     return [Bot(user_id=str(users[name].pk), username=name,
                 token=token_issue(user_id=str(users[name].pk), token_version=users[name].token_version)[0]
                 if tokens else "")
@@ -113,10 +120,6 @@ class Report:
         return "\n".join(lines)
 
 
-def _price(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
-
-
 async def _opening_cents(client: httpx.AsyncClient, session_id: str) -> int:
     """Above the session's floor and above its highest price so far (bots from an earlier run have
     bids on the board; each bot's next price must beat its own previous one)."""
@@ -166,25 +169,23 @@ async def simulate(*, url: str, session_id: str, bots: list[Bot], duration: floa
         stop = asyncio.Event()
         ws_url = url.replace("http", "ws", 1) + f"/ws/sessions/{session_id}/"
         listening = [asyncio.create_task(_listen(url, ws_url, report, i, stop)) for i in range(listeners)]
-        free_bots = itertools.cycle(bots)
+        # A bot bids again only once its previous bid was answered, so its prices arrive in order.
+        free_bots: asyncio.Queue[Bot] = asyncio.Queue()
+        for bot in bots:
+            free_bots.put_nowait(bot)
 
         async def bid(planned: float) -> None:
-            bot = next(free_bots)
-            for _ in range(len(bots)):  # a bot with a bid in flight waits its turn: its prices stay ordered
-                if not bot.busy:
-                    break
-                bot = next(free_bots)
-            bot.busy = True
+            bot = await free_bots.get()
             bot.price_cents += bot.step_cents
             try:
                 response = await client.post(
-                    f"/api/sessions/{session_id}/bids", content=f'{{"price": "{_price(bot.price_cents)}"}}',
+                    f"/api/sessions/{session_id}/bids", content=f'{{"price": "{cents_to_price(bot.price_cents)}"}}',
                     headers={"Authorization": f"Bearer {bot.token}", "Content-Type": "application/json"})
             except httpx.HTTPError:
                 report.transport_errors += 1
                 return
             finally:
-                bot.busy = False
+                free_bots.put_nowait(bot)
             report.latencies.append(time.perf_counter() - planned)
             report.statuses[response.status_code] += 1
             if response.status_code != 201 and response.headers.get("content-type", "").startswith("application/json"):

@@ -18,6 +18,7 @@ import django  # noqa: E402
 django.setup()
 
 from auctions import engine, simulation  # noqa: E402
+from auctions.rules import cents_to_price  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
 from flashbid.redis import get_redis  # noqa: E402
 
@@ -30,17 +31,16 @@ def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 
     engine.params_load(session_id)
     client = get_redis()
     place = engine.script(client, "place_bid")
-    keys = engine.session_keys(session_id)
     placed = 0
     for round_ in range(rounds):
         for start in range(0, len(bidders), batch):
             pipe = client.pipeline(transaction=False)
             for n, (user_id, username) in enumerate(bidders[start:start + batch], start=start):
                 cents = start_cents + round_ * len(bidders) + n
-                script_keys = [keys.params, keys.rank, keys.bids, keys.stream, keys.meta, keys.names,
-                               engine.rate_key(session_id, user_id), engine.idem_key(session_id, user_id, None)]
-                place(keys=script_keys, client=pipe,
-                      args=[user_id, username, f"{cents // 100}.{cents % 100:02d}", cents, "1.0", 1_000_000, 600, 0])
+                script_keys, args = engine.place_bid_call(
+                    session_id, user_id=user_id, username=username, price=str(cents_to_price(cents)), cents=cents,
+                    weight=1.0, rate_limit=1_000_000, idem_ttl=600)  # no rate limit: one pipeline per batch
+                place(keys=script_keys, args=args, client=pipe)
             replies = pipe.execute()
             placed += sum(1 for reply in replies if reply[0] == "ok")
     return placed

@@ -22,12 +22,13 @@ import django  # noqa: E402
 django.setup()
 
 from auctions import simulation  # noqa: E402
+from auctions.rules import cents_to_price  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
 from flashbid.asgi import application  # noqa: E402
 
 
 async def bid(session_id: str, token: str, cents: int) -> int:
-    body = f'{{"price": "{cents // 100}.{cents % 100:02d}"}}'.encode()
+    body = f'{{"price": "{cents_to_price(cents)}"}}'.encode()
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": f"/api/sessions/{session_id}/bids", "raw_path": b"", "query_string": b"", "root_path": "",
              "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
@@ -60,7 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bids", type=int, default=3000)
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--no-token-cache", action="store_true", help="verify every JWT again (the 'before')")
     args = parser.parse_args()
+    if args.no_token_cache:
+        from accounts import selectors, tokens
+
+        selectors.token_verify = tokens._verify
     bots = simulation.bots_prepare(1000, prefix="bench")
     session_id = session_create()
     asyncio.run(run(session_id, bots, 200))  # warm

@@ -59,9 +59,10 @@ def _environment(args) -> dict[str, str]:
 # --- processes ---------------------------------------------------------------------------------
 
 class Servers:
-    def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int, scale_out: bool):
+    def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int, scale_out: bool,
+                 asgi: str = "flashbid.asgi:application"):
         self.env, self.server, self.web_processes, self.base_port = env, server, web_processes, base_port
-        self.scale_out = scale_out
+        self.scale_out, self.asgi = scale_out, asgi
         self.procs: dict[str, subprocess.Popen] = {}
         VAR.mkdir(parents=True, exist_ok=True)
 
@@ -101,14 +102,13 @@ class Servers:
     def start_web(self) -> None:
         if self.scale_out:
             return self.start_scale_out()
-        daphne = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "flashbid.asgi:application"]
+        daphne = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", self.asgi]
         if self.server == "uvicorn":
             # HTTP on uvicorn (workers share one listening socket), WebSockets on a daphne beside it
             # (nginx would route /ws/ there).
             self._start("web", [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.base_port),
                                 "--workers", str(self.web_processes), "--no-access-log", "--log-level", "warning",
-                                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
-                                "flashbid.asgi:application"])
+                                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", self.asgi])
             self._start("ws-daphne", [*daphne, "-p", str(self.ws_port())])
         else:
             for n, port in enumerate(self.web_ports()):
@@ -212,18 +212,23 @@ def tokens_file(session_id: str, bots) -> Path:
 
 
 def wrk_bids(port: int, session_id: str, bots, *, seconds: float, price_base: int, connections: int = 64) -> dict:
-    return wrk(f"http://127.0.0.1:{port}", "bid.lua", seconds=seconds, connections=connections,
-               env={"BENCH_TOKENS": str(tokens_file(session_id, bots)), "BENCH_THREADS": "2",
-                    "BENCH_PRICE_BASE": str(price_base)})
+    tokens = tokens_file(session_id, bots)
+    try:
+        return wrk(f"http://127.0.0.1:{port}", "bid.lua", seconds=seconds, connections=connections,
+                   env={"BENCH_TOKENS": str(tokens), "BENCH_THREADS": "2", "BENCH_PRICE_BASE": str(price_base)})
+    finally:
+        tokens.unlink(missing_ok=True)
 
 
 def bid_request_maker(session_id: str, bots, price_base: int):
+    from auctions.rules import cents_to_price
+
     path = f"/api/sessions/{session_id}/bids"
     headers = [f"Authorization: Bearer {bot.token}\r\n".encode() for bot in bots]
 
     def make(n: int) -> bytes:
         cents = price_base + n
-        body = f'{{"price": "{cents // 100}.{cents % 100:02d}"}}'.encode()
+        body = f'{{"price": "{cents_to_price(cents)}"}}'.encode()
         return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n").encode() + headers[n % len(headers)] + b"\r\n" + body
 
@@ -300,13 +305,15 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     if not ready.wait(180):
         child.kill()
         raise SystemExit("the WebSocket listeners did not connect")
+    from auctions.rules import cents_to_price
+
     price_base = 5_000_000
     accepted_at: dict[str, float] = {}
 
     def on_response(n: int, status: int) -> None:
         if status == 201:
             cents = price_base + n
-            accepted_at[f"{cents // 100}.{cents % 100:02d}"] = time.time()
+            accepted_at[str(cents_to_price(cents))] = time.time()
 
     result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds,
                                       make_request=bid_request_maker(session_id, bots, price_base),
@@ -407,6 +414,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
                         "healthz,bid,openloop,leaderboard,scaling,websocket,persist,settle")
     parser.add_argument("--record", action="store_true", help="append the table to docs/PERFORMANCE.md")
+    parser.add_argument("--asgi", default="flashbid.asgi:application",
+                        help="the ASGI application to serve (bench.stock_asgi:application: the stock Django handler)")
     parser.add_argument("--port", type=int, default=8201)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -431,7 +440,7 @@ def main() -> None:
 
     _prepare_database()
     servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port,
-                      scale_out=args.scale_out)
+                      scale_out=args.scale_out, asgi=args.asgi)
     rows: list[tuple[str, str, str]] = []  # (measure, figure, target)
     started = time.monotonic()
     try:
@@ -523,6 +532,8 @@ def main() -> None:
 
     shape = ("nginx → daphne ×2, PgBouncer (deploy/scale-out.sh)" if args.scale_out
              else f"{args.server} ×{args.web_processes}")
+    if args.asgi != "flashbid.asgi:application":
+        shape += f", serving {args.asgi}"
     title = f"{dt.date.today().isoformat()}, {shape}, DEBUG off, worker + beat running for the HTTP runs"
     table = ["| measure | figure | target |", "|---|---|---|"] + [f"| {m} | {f} | {t} |" for m, f, t in rows]
     print(f"\n{title}\nmachine: {machine()}\n")

@@ -16,12 +16,15 @@ WEB="http://${FLASHBID_BIND:-127.0.0.1}:${FLASHBID_WEB_PORT:-8000}"
 cat <<URLS
 
 FlashBid is starting:
+  Bidder pages    $WEB/            (log in as bidder001 … bidder050, password flashbid-demo)
   API docs        $WEB/api/docs
   Django admin    $WEB/admin/
   Health / ready  $WEB/healthz  $WEB/readyz
   Metrics         $WEB/metrics
   WebSocket       ${WEB/http/ws}/ws/sessions/<session id>/
   Flower          http://${FLASHBID_BIND:-127.0.0.1}:${FLASHBID_FLOWER_PORT:-5555}/
+Watch a board move: open the live session's page, then in another shell
+  .venv/bin/python manage.py simulate_bidders --url $WEB --duration 60 --rate 20
 Ctrl-C stops everything.
 
 URLS

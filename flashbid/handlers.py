@@ -11,9 +11,10 @@ one-thread executor per request), with `request_started`/`request_finished` rece
 - `RedisOnlyHandler` (the bid, the leaderboard, its meta and bids/me, /healthz): additionally no
   ThreadSensitiveContext, no request signals and no disconnect watcher. Safe because these views
   are async and, once warm, touch only Redis: no sync middleware, no ORM, no sync signal receiver
-  runs. Their rare cold paths (a user or a session's parameters not yet in Redis, a session cookie
-  missing from the cache) reach the ORM only through `flashbid.db.orm`, which gives the connection
-  back as a finished request would.
+  runs. Their rare cold paths (a user or a session's parameters not yet in Redis) reach the ORM
+  only through `flashbid.db.orm`, which gives the connection back as a finished request would.
+  Requests carrying the pages' session cookie and no bearer token go to APIHandler instead:
+  opening a Django session is sync code (the cache, the ORM on a miss).
 """
 
 import re
@@ -30,10 +31,11 @@ from django.utils.log import log_response
 
 from flashbid.json import json_response
 
-# Paths served by RedisOnlyHandler, with the methods their views accept (anything else goes through
-# APIHandler, which answers the contract's 405 with the full request lifecycle).
+# Paths served by RedisOnlyHandler when the method is one of FAST_METHODS (a method a route does
+# not accept, e.g. GET on /bids, is answered 405 by the view there, without touching anything).
 FAST_PATH = re.compile(r"/api/sessions/[^/]+/(?:bids|bids/me|leaderboard|leaderboard/meta)")
 FAST_METHODS = frozenset({"GET", "POST", "HEAD"})
+_SESSION_COOKIE = f"{settings.SESSION_COOKIE_NAME}=".encode()
 # Ops endpoints for machines (JSON or Prometheus text): no sessions, cookies or CSRF either.
 OPS_PATHS = frozenset({"/readyz", "/metrics"})
 
@@ -91,6 +93,19 @@ class RedisOnlyHandler(APIHandler):
             await self.send_response(response, send)
 
 
+def _cookie_authenticated(scope) -> bool:
+    """A request that may authenticate with the pages' session cookie (no Authorization header).
+    Opening a Django session goes through the cache's sync API and, on a miss, the ORM: such
+    requests (the pages' own bids and reads) take APIHandler's full request lifecycle."""
+    cookie = False
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return False
+        if name == b"cookie" and _SESSION_COOKIE in value:
+            cookie = True
+    return cookie
+
+
 def http_router(django_application):
     """The ASGI app for HTTP: the API's handlers for /api/, Django's own for the rest."""
     api = APIHandler()
@@ -99,7 +114,7 @@ def http_router(django_application):
     async def route(scope, receive, send):
         path = scope["path"]
         if path.startswith("/api/"):
-            if scope["method"] in FAST_METHODS and FAST_PATH.fullmatch(path):
+            if scope["method"] in FAST_METHODS and FAST_PATH.fullmatch(path) and not _cookie_authenticated(scope):
                 return await redis_only(scope, receive, send)
             return await api(scope, receive, send)
         if path == "/healthz":  # async, touches nothing: the stack's own floor, for load balancers

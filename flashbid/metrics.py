@@ -48,7 +48,7 @@ PUSHES = Counter("flashbid_board_pushes_total", "Messages published to a session
 DB_POOL = Gauge("flashbid_db_pool_connections", "Django's psycopg pool in this process, by state.", ["state"],
                 multiprocess_mode="livesum")
 RSS = Gauge("flashbid_process_resident_memory_bytes", "Resident memory of each FlashBid process.",
-            multiprocess_mode="all")
+            multiprocess_mode="liveall")  # one series per live pid
 
 _REFRESH_EVERY = 5.0
 _refreshed_at = 0.0
@@ -67,10 +67,12 @@ def process_gauges_refresh(*, force: bool = False) -> None:
             RSS.set(int(statm.read().split()[1]) * _PAGE)
     except OSError:  # not Linux
         pass
-    from django.db import connection
+    from django.db import connections
 
-    # Only a pool that exists: `connection.pool` would open one in a process that never queries.
-    pool = getattr(type(connection), "_connection_pools", {}).get(connection.alias)
+    # Only a pool that exists: `.pool` would open one in a process that never queries.
+    # (connections["default"], not the `connection` proxy, whose type is the proxy's.)
+    wrapper = connections["default"]
+    pool = getattr(type(wrapper), "_connection_pools", {}).get(wrapper.alias)
     if pool is not None:
         stats = pool.get_stats()
         DB_POOL.labels("size").set(stats.get("pool_size", 0))

@@ -103,7 +103,9 @@ def celery_signals_connect() -> None:
 
     @task_prerun.connect(weak=False)
     def _prerun(task_id=None, task=None, **kwargs):
-        carried = getattr(task.request, "request_id", None) if task is not None else None
+        if task is None:
+            return
+        carried = getattr(task.request, "request_id", None)
         task.request.request_id_token = REQUEST_ID.set(request_id_from(carried) if carried else f"task-{task_id}")
 
     @task_postrun.connect(weak=False)

@@ -42,10 +42,14 @@ class BoardConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
-        self.session_id, self.group, self.version = session_id, group, board.version
-        await self.send(text_data=render(board_message("snapshot", board)))
+        except BaseException:  # Redis down, or the client went away: leave no membership behind
+            await self.channel_layer.group_discard(group, self.channel_name)
+            raise
+        self.session_id, self.version = session_id, board.version
         get_broadcaster().listen(session_id)
         WEBSOCKETS_OPEN.inc()
+        self.group = group  # from here on, disconnect() undoes the three lines above
+        await self.send(text_data=render(board_message("snapshot", board)))
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
@@ -60,7 +64,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict) -> None:
         # Channels runs aclose_old_connections() (a sync_to_async thread hop) before every handler;
         # relaying a pre-rendered broadcast touches no database, and that hop was over a third of
-        # the fan-out's cost (docs/PERFORMANCE-NOTES). Everything else keeps it.
+        # the fan-out's cost in profiles of 1,000 sockets. Everything else keeps it.
         if message["type"] == _BROADCAST:
             await self.board_message(message)
         else:

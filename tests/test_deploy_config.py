@@ -130,6 +130,11 @@ def test_nginx_fronts_the_web_replicas_with_websocket_upgrade_and_request_ids(co
         assert line in websocket, line
     assert "add_header X-Request-ID $flashbid_request_id always;" in text
     assert "alias /srv/static/;" in text and "server web:8000 resolve;" in text
+    metrics = text[text.index("location = /metrics"):]
+    metrics = [line.strip() for line in metrics[:metrics.index("}")].splitlines()]
+    allowed = [line.split()[1].rstrip(";") for line in metrics if line.startswith("allow ")]
+    assert metrics.index("deny all;") > max(i for i, line in enumerate(metrics) if line.startswith("allow "))
+    assert "0.0.0.0/0" not in allowed and "all" not in allowed  # only loopback and private networks
 
 
 def test_scale_out_renders_an_nginx_config_that_nginx_accepts(tmp_path):

@@ -129,3 +129,29 @@ def test_the_api_refuses_an_unknown_host_in_the_contracts_shape(make_session):
         response = _request("GET", path, headers={"Host": "evil.example"})
         assert response.status_code == 400
         assert response.json() == {"detail": "Invalid Host header.", "code": "invalid"}
+
+
+def test_cookie_authenticated_bids_take_the_full_lifecycle_and_need_the_csrf_token(
+        client, make_session, make_user, started_signals):
+    """The pages' own path, through the real ASGI application (no middleware on the API): the
+    session cookie authenticates, CSRF is checked by accounts.auth, and the request runs with
+    Django's request lifecycle (APIHandler), because opening a session is sync code."""
+    from django.conf import settings
+    from django.middleware.csrf import _get_new_csrf_string
+
+    session = make_session()
+    user = make_user()
+    client.force_login(user)
+    csrf = _get_new_csrf_string()
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}; csrftoken={csrf}"
+    bids = f"/api/sessions/{session.pk}/bids"
+
+    refused = _request("POST", bids, json={"price": "11.00"}, headers={"Cookie": cookie})
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "CSRF check failed: send the X-CSRFToken header.", "code": "forbidden"}
+    started_signals.clear()
+    accepted = _request("POST", bids, json={"price": "11.00"}, headers={"Cookie": cookie, "X-CSRFToken": csrf})
+    assert accepted.status_code == 201 and accepted.json()["user_id"] == str(user.pk)
+    assert started_signals, "the cookie request ran Django's request lifecycle"
+    mine = _request("GET", f"{bids}/me", headers={"Cookie": cookie})
+    assert mine.status_code == 200 and mine.json()["price"] == "11.00"

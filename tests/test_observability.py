@@ -79,8 +79,10 @@ def test_metrics_count_bids_by_outcome_and_show_the_persist_lag(client, make_ses
     assert 0 <= _sample(text, "flashbid_persist_lag_seconds", session=str(session.pk)) < 60
     assert _sample(text, "flashbid_bid_seconds_count") >= 1
     assert _sample(text, "flashbid_process_resident_memory_bytes") > 10_000_000
+    assert _sample(text, "flashbid_db_pool_connections", state="size") >= 1  # this process's psycopg pool
+    assert _sample(text, "flashbid_db_pool_connections", state="waiting") == 0
     for name in ("flashbid_auth_cache_hits_total", "flashbid_persist_batch_events", "flashbid_settlement_seconds",
-                 "flashbid_websockets_open", "flashbid_db_pool_connections"):
+                 "flashbid_websockets_open"):
         assert f"# TYPE {name}" in text, name
 
 

@@ -76,6 +76,11 @@ def test_anonymous_visitors_watch_and_get_a_login_link_back_to_the_session(clien
     assert config["user"] is None and config["status"] == "active"
 
 
+def test_the_login_link_carries_the_whole_current_address_once_encoded(client):
+    html = client.get("/?status=active&page=2").content.decode()
+    assert 'href="/login/?next=/%3Fstatus%3Dactive%26page%3D2"' in html
+
+
 def test_the_session_page_shows_the_session_terms_and_its_live_endpoints(client, sessions, make_user):
     session = sessions["active"]
     user = make_user()
