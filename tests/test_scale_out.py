@@ -68,6 +68,7 @@ def scale_out(tmp_path, transactional_db, settings):
         SCALE_OUT_BOOTSTRAP="0", SCALE_OUT_WORKER_CONCURRENCY="1",
         DEBUG="false", SECRET_KEY=SECRET_KEY, STATIC_ROOT=str(tmp_path / "static"), LOG_FORMAT="plain",
         PERSIST_INTERVAL_SECONDS="1", SETTLE_INTERVAL_SECONDS="1",
+        SLOW_REQUEST_MS="0",  # every request logged by the web process, with its request id
     )
     settings.JWT_SIGNING_KEY = SECRET_KEY
     script = processes.Process("scale-out", [str(SCRIPT)], env, tmp_path)
@@ -203,6 +204,9 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     upstreams = set(re.findall(r'"POST /api/sessions/\S+/bids HTTP/1.1" 201 .* upstream=127\.0\.0\.1:(\d+)', access))
     assert upstreams == {str(port) for port in so.web_ports}
     assert "request_id=scale-out-test-1" in access
+    # ... and the daphne that served it logged under the same id (nginx → daphne).
+    web_logs = "".join((so.run_dir / "logs" / f"web{n}.log").read_text() for n in (1, 2))
+    assert "[scale-out-test-1] slow request GET /healthz 200" in web_logs
 
     # Every socket, on either daphne or through nginx, got the snapshot, the coalesced board at the
     # final state and the results of the settlement.
