@@ -72,11 +72,22 @@ async def run(*, host: str, port: int, rate: float, duration: float, make_reques
         if time.perf_counter() - due > 0.001:
             result.late += 1
         try:
+            if conn is not None and conn[0].at_eof():  # the server closed it while it was idle
+                conn[1].close()
+                conn = None
             if conn is None:
                 conn = await asyncio.open_connection(host, port)
             reader, writer = conn
             writer.write(make_request(n))
-            status = await _read_response(reader)
+            try:
+                status = await _read_response(reader)
+            except ConnectionError:
+                # Closed by the server's keep-alive timeout just as it was reused: once more on a
+                # new connection (the request never reached the application).
+                writer.close()
+                conn = reader, writer = await asyncio.open_connection(host, port)
+                writer.write(make_request(n))
+                status = await _read_response(reader)
             result.latencies.append(time.perf_counter() - due)
             result.statuses[status] += 1
             if on_response is not None:

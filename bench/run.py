@@ -414,6 +414,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
                         "healthz,bid,openloop,leaderboard,scaling,websocket,persist,settle")
     parser.add_argument("--record", action="store_true", help="append the table to docs/PERFORMANCE.md")
+    parser.add_argument("--no-worker", action="store_true",
+                        help="no Celery worker or beat during the HTTP runs (isolates the web processes)")
     parser.add_argument("--asgi", default="flashbid.asgi:application",
                         help="the ASGI application to serve (bench.stock_asgi:application: the stock Django handler)")
     parser.add_argument("--port", type=int, default=8201)
@@ -447,7 +449,8 @@ def main() -> None:
         if not args.scale_out:
             get_redis().flushdb()
         servers.start_web()  # the scale-out starts its own Redis: empty
-        servers.start_workers()
+        if not args.no_worker:
+            servers.start_workers()
         port = servers.web_ports()[0]
         bots = simulation.bots_prepare(sizes["bidders"], prefix="bench")
         healthz_rps = bid_rps = None
@@ -534,7 +537,8 @@ def main() -> None:
              else f"{args.server} ×{args.web_processes}")
     if args.asgi != "flashbid.asgi:application":
         shape += f", serving {args.asgi}"
-    title = f"{dt.date.today().isoformat()}, {shape}, DEBUG off, worker + beat running for the HTTP runs"
+    background = "no worker or beat" if args.no_worker else "worker + beat running for the HTTP runs"
+    title = f"{dt.date.today().isoformat()}, {shape}, DEBUG off, {background}"
     table = ["| measure | figure | target |", "|---|---|---|"] + [f"| {m} | {f} | {t} |" for m, f, t in rows]
     print(f"\n{title}\nmachine: {machine()}\n")
     print("\n".join(table))
