@@ -18,6 +18,20 @@ releases the claim, and the next tick tries again.
 Cost: the bid path is untouched (it already bumps the version). Per session with listeners: each
 web process polls once per interval (a few HMGETs in Redis); the winner adds one board read, one
 PUBLISH and one confirm per interval at most. Message shapes: leaderboard/broadcast.py.
+
+The relay (the fan-out inside a process): sockets do not join the session's group themselves. The
+first socket of a session in this event loop makes the broadcaster take ONE channel from the layer
+for that session, join the session's group with it and start one relay task; the last socket's
+leave ends the task and the membership. The relay receives each group message once (one
+deserialization) and writes its pre-rendered text to every local socket of the session with one
+ASGI send each (`BoardConsumer.relay`: the version filter and the snapshot ordering live there).
+daphne's send (`Server.handle_reply`) never suspends, it hands the frame to Twisted, which buffers
+what a slow client has not taken yet, so sending serially delays no socket behind a slow or dead
+one; a send that fails is logged and skips only that socket. Per socket and push this is one
+filter check and one send, instead of a queue put, a wake-up of the socket's dispatch loop, a new
+task and a deserialization. A channel per session rather than per process: the layer hands a group
+message to its member channels without the group's name, so a channel shared by sessions could
+not tell which sockets a message is for.
 """
 
 import asyncio
@@ -27,6 +41,7 @@ import weakref
 from collections import Counter
 from pathlib import Path
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
@@ -34,7 +49,7 @@ from auctions import engine
 from flashbid.db import orm
 from flashbid.errors import ApiError
 from flashbid.redis import get_async_redis, session_key
-from leaderboard.broadcast import BOARD_SIZE, board_message, publish, status_message
+from leaderboard.broadcast import BOARD_SIZE, board_group, board_message, publish, status_message
 from leaderboard.selectors import board_read
 
 logger = logging.getLogger(__name__)
@@ -56,8 +71,19 @@ def push_key(session_id: object) -> str:
     return session_key(session_id, "push")
 
 
+class _Relay:
+    """One session's sockets in this event loop and the layer channel relaying its group to them."""
+
+    __slots__ = ("sockets", "channel", "task")
+
+    def __init__(self) -> None:
+        self.sockets: set = set()  # BoardConsumers (anything with `async relay(event)`)
+        self.channel: str | None = None  # set once the channel has joined the group
+        self.task: asyncio.Task | None = None
+
+
 class Broadcaster:
-    """The ticker of one event loop. Not thread-safe: used only from its loop."""
+    """The ticker and the relay of one event loop. Not thread-safe: used only from its loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
@@ -66,9 +92,83 @@ class Broadcaster:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._scripts: dict[str, object] = {}
+        self._relays: dict[str, _Relay] = {}
+        # Serializes the layer joins and leaves of this loop's relays (only a session's first
+        # socket and its last one do any: a join after a leave of the same session must not
+        # overtake it, or the layer would end up unsubscribed with a socket waiting).
+        self._membership = asyncio.Lock()
+
+    async def join(self, session_id: str, socket) -> None:
+        """`socket` (a BoardConsumer) receives `session_id`'s group messages from now on, through
+        `socket.relay(event)`; when this returns, the relay is subscribed (a message published
+        after it is relayed). Polled by the ticker as well (`listen`). Raises if the layer cannot
+        subscribe, having undone everything."""
+        relay = self._relays.get(session_id)
+        if relay is None:
+            relay = self._relays[session_id] = _Relay()
+        relay.sockets.add(socket)
+        self.listen(session_id)
+        try:
+            await self._sync_membership(session_id)
+        except BaseException:
+            await self.leave(session_id, socket)
+            raise
+
+    async def leave(self, session_id: str, socket) -> None:
+        """Undoes `join` (the relay of the session ends with its last socket here)."""
+        relay = self._relays.get(session_id)
+        if relay is None or socket not in relay.sockets:
+            return
+        relay.sockets.discard(socket)
+        self.unlisten(session_id)
+        await self._sync_membership(session_id)
+
+    async def _sync_membership(self, session_id: str) -> None:
+        """Brings the session's relay in line with its sockets: joined with a running task while
+        it has any, gone when it has none."""
+        async with self._membership:
+            relay = self._relays.get(session_id)
+            if relay is None:
+                return
+            layer = get_channel_layer()
+            if relay.sockets and relay.channel is None:
+                channel = await layer.new_channel("board-relay.")
+                task = self._loop.create_task(self._relay(relay, channel), name=f"board-relay {session_id}")
+                try:
+                    await layer.group_add(board_group(session_id), channel)
+                except BaseException:
+                    await self._stop(task)
+                    raise
+                relay.channel, relay.task = channel, task
+            elif not relay.sockets:
+                del self._relays[session_id]
+                if relay.channel is not None:
+                    try:
+                        await layer.group_discard(board_group(session_id), relay.channel)
+                    finally:
+                        await self._stop(relay.task)
+
+    @staticmethod
+    async def _stop(task: asyncio.Task) -> None:
+        """Ends a relay task; the layer unsubscribes its channel when its receive() is cancelled."""
+        await asyncio.sleep(0)  # a task cancelled before its first step would never reach receive()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    @staticmethod
+    async def _relay(relay: _Relay, channel: str) -> None:
+        """Every message of the session's group, to every socket of the session here, in order."""
+        layer = get_channel_layer()
+        while True:
+            event = await layer.receive(channel)
+            for socket in tuple(relay.sockets):  # a socket may leave meanwhile
+                try:
+                    await socket.relay(event)
+                except Exception:
+                    logger.exception("board relay: a send to one socket failed")
 
     def listen(self, session_id: str) -> None:
-        """A socket of this process joined `session_id`'s group."""
+        """A socket of this process watches `session_id`: the ticker polls it (`join` calls this)."""
         self._listeners[session_id] += 1
         if self._listeners[session_id] == 1:
             self._due[session_id] = self._loop.time()

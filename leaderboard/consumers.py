@@ -3,6 +3,10 @@ session's group receives (coalesced boards, the end, the results; shapes in lead
 
 Read-only and open to anonymous visitors. An id that is not a session (malformed or unknown)
 is closed with code 4404 right after the handshake.
+
+A socket has no channel of its own and does not join the group: the process's relay for the
+session (leaderboard/broadcaster.py, `Broadcaster.join`) receives each group message once and
+calls `relay` on every local socket of the session, which sends the pre-rendered text.
 """
 
 import uuid
@@ -11,19 +15,21 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from flashbid.errors import ApiError
 from flashbid.metrics import WEBSOCKETS_OPEN
-from leaderboard.broadcast import BOARD_SIZE, board_group, board_message, render
+from leaderboard.broadcast import BOARD_SIZE, board_message, render
 from leaderboard.broadcaster import get_broadcaster
 from leaderboard.selectors import board_read
 
 CLOSE_UNKNOWN_SESSION = 4404
-_BROADCAST = "board.message"
 
 
 class BoardConsumer(AsyncWebsocketConsumer):
+    # No channel per socket (no SUBSCRIBE, no receive task): broadcasts come through the relay.
+    channel_layer_alias = None
     session_id: str | None = None
-    group: str | None = None
     # The board version this socket has; older or equal boards are not sent again.
     version = -1
+    # Broadcasts relayed before the snapshot went out: sent, filtered by version, right after it.
+    pending: list[dict] | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -32,46 +38,45 @@ class BoardConsumer(AsyncWebsocketConsumer):
         except ValueError:
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
-        # Join before reading the snapshot: a push published in between is queued, not lost (and
-        # dropped by version if the snapshot already has it).
-        group = board_group(session_id)
-        await self.channel_layer.group_add(group, self.channel_name)
+        # Join the relay before reading the snapshot: a push published in between is held, not
+        # lost (and dropped by version if the snapshot already has it).
+        broadcaster = get_broadcaster()
+        self.pending = []
+        await broadcaster.join(session_id, self)
         try:
             board = await board_read(session_id=session_id, offset=0, count=BOARD_SIZE)
         except ApiError:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await broadcaster.leave(session_id, self)
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
         except BaseException:  # Redis down, or the client went away: leave no membership behind
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await broadcaster.leave(session_id, self)
             raise
-        self.session_id, self.version = session_id, board.version
-        get_broadcaster().listen(session_id)
+        self.version = board.version
         WEBSOCKETS_OPEN.inc()
-        self.group = group  # from here on, disconnect() undoes the three lines above
+        self.session_id = session_id  # from here on, disconnect() undoes the join
         await self.send(text_data=render(board_message("snapshot", board)))
+        pending = self.pending
+        self.pending = None  # relay() sends from now on
+        for event in pending:  # daphne's send never suspends: nothing relayed overtakes these
+            await self.relay(event)
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            get_broadcaster().unlisten(self.session_id)
+        if self.session_id is not None:
             WEBSOCKETS_OPEN.dec()
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+            session_id, self.session_id = self.session_id, None
+            await get_broadcaster().leave(session_id, self)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """The socket is read-only: whatever a client sends is ignored."""
 
-    async def dispatch(self, message: dict) -> None:
-        # Channels runs aclose_old_connections() (a sync_to_async thread hop) before every handler;
-        # relaying a pre-rendered broadcast touches no database, and that hop was over a third of
-        # the fan-out's cost in profiles of 1,000 sockets. Everything else keeps it.
-        if message["type"] == _BROADCAST:
-            await self.board_message(message)
-        else:
-            await super().dispatch(message)
-
-    async def board_message(self, event: dict) -> None:
-        """A pre-rendered message for every listener of the session (board, status, results)."""
+    async def relay(self, event: dict) -> None:
+        """A group message ({"type": "board.message", "text", "version"?}) for this socket: held
+        until the snapshot is out, dropped if it is a board not newer than this socket's, else one
+        ASGI send of the pre-rendered text (daphne's never waits on the client)."""
+        if self.pending is not None:
+            self.pending.append(event)
+            return
         version = event.get("version")
         if version is not None:
             if version <= self.version:
