@@ -29,5 +29,7 @@ application = RequestContext(ProtocolTypeRouter({
 # Everything imported so far (Django, ninja, Channels, the URL and model registries: hundreds of
 # thousands of objects) lives as long as the process. Moved out of the collector's view, a full
 # collection scans only what requests create: with 1,000 sockets open, full collections had been
-# taking 100-180 ms, each one a pause for every request and push in the process.
+# taking 100-180 ms, each one a pause for every request and push in the process. (Collected first,
+# so that the garbage of the imports is freed rather than frozen.)
+gc.collect()
 gc.freeze()
