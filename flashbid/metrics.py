@@ -8,6 +8,7 @@ histograms), the live sum (open sockets, pool usage) or one series per pid (memo
 """
 
 import os
+import sys
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -47,8 +48,11 @@ WEBSOCKETS_OPEN = Gauge("flashbid_websockets_open", "Open leaderboard WebSockets
 PUSHES = Counter("flashbid_board_pushes_total", "Messages published to a session's listeners, by type.", ["type"])
 DB_POOL = Gauge("flashbid_db_pool_connections", "Django's psycopg pool in this process, by state.", ["state"],
                 multiprocess_mode="livesum")
-RSS = Gauge("flashbid_process_resident_memory_bytes", "Resident memory of each FlashBid process.",
-            multiprocess_mode="liveall")  # one series per live pid
+# Labelled by the program (daphne, uvicorn, celery, ...) and, in multiprocess mode, the pid. A process
+# that never refreshes it (beat, Flower, a prefork worker's parent) reports no series rather than 0.
+RSS = Gauge("flashbid_process_resident_memory_bytes", "Resident memory of each FlashBid process.", ["program"],
+            multiprocess_mode="liveall")
+_PROGRAM = os.path.basename(sys.argv[0]) or "python"
 
 _REFRESH_EVERY = 5.0
 _refreshed_at = 0.0
@@ -64,7 +68,7 @@ def process_gauges_refresh(*, force: bool = False) -> None:
     _refreshed_at = now
     try:
         with open("/proc/self/statm") as statm:
-            RSS.set(int(statm.read().split()[1]) * _PAGE)
+            RSS.labels(_PROGRAM).set(int(statm.read().split()[1]) * _PAGE)
     except OSError:  # not Linux
         pass
     from django.db import connections

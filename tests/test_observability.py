@@ -78,7 +78,8 @@ def test_metrics_count_bids_by_outcome_and_show_the_persist_lag(client, make_ses
     assert _sample(text, "flashbid_persist_pending", session=str(session.pk)) == 0
     assert 0 <= _sample(text, "flashbid_persist_lag_seconds", session=str(session.pk)) < 60
     assert _sample(text, "flashbid_bid_seconds_count") >= 1
-    assert _sample(text, "flashbid_process_resident_memory_bytes") > 10_000_000
+    rss = re.search(r'^flashbid_process_resident_memory_bytes\{program="[^"]+"\} (\S+)$', text, re.MULTILINE)
+    assert float(rss.group(1)) > 10_000_000
     assert _sample(text, "flashbid_db_pool_connections", state="size") >= 1  # this process's psycopg pool
     assert _sample(text, "flashbid_db_pool_connections", state="waiting") == 0
     for name in ("flashbid_auth_cache_hits_total", "flashbid_persist_batch_events", "flashbid_settlement_seconds",
@@ -114,7 +115,8 @@ def test_metrics_are_summed_over_web_processes(started, tmp_path, make_session, 
         for port in ports:  # whichever process answers, it reports both
             text = http.get(f"http://127.0.0.1:{port}/metrics").text
             assert _sample(text, "flashbid_bids_total", outcome="accepted") == 2
-            assert len(re.findall(r"^flashbid_process_resident_memory_bytes\{pid=", text, re.MULTILINE)) == 2
+            rss = re.findall(r'^flashbid_process_resident_memory_bytes\{([^}]*)\}', text, re.MULTILINE)
+            assert len(rss) == 2 and all('program="daphne"' in labels and "pid=" in labels for labels in rss), rss
 
 
 def test_worker_logs_json_lines_with_the_request_id_of_the_request_that_sent_the_task(started):
