@@ -48,12 +48,13 @@ def session_keys(session_id: object) -> SessionKeys:
     )
 
 
-def script(client, name: str):
-    """The registered script `name` for this client (one registration per client)."""
+def script(client, name: str, source: str | None = None):
+    """The registered script `name` for this client (one registration per client). `source`
+    for a script outside auctions/lua (the broadcaster's)."""
     cache_key = (id(client), name)
     registered = _scripts.get(cache_key)
     if registered is None:
-        registered = _scripts[cache_key] = client.register_script(_SOURCES[name])
+        registered = _scripts[cache_key] = client.register_script(source or _SOURCES[name])
     return registered
 
 

@@ -28,8 +28,9 @@ def _session_or_404(session_id) -> BiddingSession:
     return session
 
 
-def _login_url(request: HttpRequest) -> str:
-    return f"{reverse('login')}?{urlencode({'next': request.get_full_path()})}"
+def _back_here(request: HttpRequest, page: str) -> str:
+    """The URL of the login or register page, coming back to this page afterwards."""
+    return f"{reverse(page)}?{urlencode({'next': request.get_full_path()})}"
 
 
 def session_list(request: HttpRequest) -> HttpResponse:
@@ -67,13 +68,13 @@ def session_detail(request: HttpRequest, session_id) -> HttpResponse:
             "meta": f"{api}/leaderboard/meta",
             "results": f"{api}/results",
             "results_page": reverse("session-results", args=[session.pk]),
-            "login": _login_url(request),
+            "login": _back_here(request, "login"),
         },
     }
     return render(request, "auctions/session_detail.html", {
         "session": session, "status": config["status"], "config": config, "server_time": now,
         "login_url": config["urls"]["login"],
-        "register_url": f"{reverse('register')}?{urlencode({'next': request.get_full_path()})}",
+        "register_url": _back_here(request, "register"),
     })
 
 

@@ -17,6 +17,8 @@ from contextvars import ContextVar
 
 from django.conf import settings
 
+from flashbid.metrics import process_gauges_refresh
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 HEADER = "X-Request-ID"
 _HEADER_BYTES = HEADER.lower().encode()
@@ -85,8 +87,6 @@ class RequestContext:
                 logger.warning("slow request %s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed_ms,
                                extra={"method": scope["method"], "path": scope["path"], "status": status,
                                       "duration_ms": round(elapsed_ms, 1)})
-            from flashbid.metrics import process_gauges_refresh
-
             process_gauges_refresh()
             REQUEST_ID.reset(token)
 
@@ -113,6 +113,4 @@ def celery_signals_connect() -> None:
         token = getattr(task.request, "request_id_token", None) if task is not None else None
         if token is not None:
             REQUEST_ID.reset(token)
-        from flashbid.metrics import process_gauges_refresh
-
         process_gauges_refresh(force=True)

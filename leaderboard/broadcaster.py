@@ -91,7 +91,6 @@ class Broadcaster:
         self._due: dict[str, float] = {}  # session id -> loop time of its next claim attempt
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
-        self._scripts: dict[str, object] = {}
         self._relays: dict[str, _Relay] = {}
         # Serializes the layer joins and leaves of this loop's relays (only a session's first
         # socket and its last one do any: a join after a leave of the same session must not
@@ -212,16 +211,9 @@ class Broadcaster:
         finally:
             self._task = None
 
-    def _script(self, name: str, source: str):
-        """A script registered once on this loop's client (EVALSHA, EVAL if Redis forgot it)."""
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = get_async_redis().register_script(source)
-        return script
-
     async def _tick(self, due: list[str], interval: float) -> None:
         """Claim every due session in one pipelined round trip, then push those won, concurrently."""
-        claim = self._script("claim", _CLAIM)
+        claim = engine.script(get_async_redis(), "push_claim", _CLAIM)
         tokens = {sid: secrets.token_hex(8) for sid in due}
         pipe = get_async_redis().pipeline(transaction=False)
         for sid in due:
@@ -283,7 +275,7 @@ class Broadcaster:
         except (RedisError, ApiError, OSError) as exc:
             logger.warning("board push for session %s failed (%s); the next tick retries", session_id, exc)
         finally:
-            confirm = self._script("confirm", _CONFIRM)
+            confirm = engine.script(get_async_redis(), "push_confirm", _CONFIRM)
             await confirm(keys=[push_key(session_id)], args=[token, pushed_version, pushed_end])
 
 

@@ -1,20 +1,10 @@
-from django.core.management.base import BaseCommand, CommandError
-
+from auctions.management.session_command import SessionCommand
 from auctions.services import leaderboard_rebuild
-from flashbid.errors import ApiError
 
 
-class Command(BaseCommand):
+class Command(SessionCommand):
     help = "Rebuild a session's live Redis state (ranking, bids, parameters) from PostgreSQL."
 
-    def add_arguments(self, parser):
-        parser.add_argument("session_id")
-
     def handle(self, *args, session_id: str, **options):
-        try:
-            restored = leaderboard_rebuild(session_id=session_id)
-        except ApiError as exc:
-            raise CommandError(exc.detail) from None
-        except ValueError:
-            raise CommandError("session_id must be a UUID") from None
+        restored = self.call(leaderboard_rebuild, session_id)
         self.stdout.write(f"rebuilt {session_id}: {restored} bidder(s) restored from PostgreSQL")
