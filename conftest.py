@@ -31,8 +31,8 @@ def _close_db_pool_before_teardown(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def _redis_clean():
-    from accounts.selectors import local_clear
-    from flashbid.redis import get_redis
+    from accounts.user_cache import local_clear
+    from core.redis import get_redis
     from leaderboard import selectors
 
     client = get_redis()

@@ -8,7 +8,7 @@ from ninja import Field, Router, Schema, Status
 from accounts.auth import user_auth
 from accounts.models import User
 from accounts.services import token_response, user_login, user_register_async
-from flashbid.errors import ApiError, ErrorCode, ErrorOut, Text
+from core.exceptions import ApplicationError, ErrorCode, ErrorOut, Text
 
 router = Router(tags=["auth"])
 
@@ -55,5 +55,5 @@ async def login(request: HttpRequest, payload: LoginIn):
 async def me(request: HttpRequest):
     user = await User.objects.filter(pk=request.auth.id).afirst()
     if user is None:
-        raise ApiError(401, ErrorCode.NOT_AUTHENTICATED, "This account no longer exists.")
+        raise ApplicationError(ErrorCode.NOT_AUTHENTICATED, "This account no longer exists.")
     return user

@@ -9,14 +9,15 @@ from django.http import HttpRequest
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
 
-from accounts.selectors import CurrentUser, get_current_user, session_hash_matches, user_from_token
-from flashbid.errors import ApiError, ErrorCode
+from accounts.selectors import session_hash_matches, user_from_token
+from accounts.user_cache import CurrentUser, get_current_user
+from core.exceptions import ApplicationError, ErrorCode
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-def _unauthenticated(detail: str = "Authentication credentials were not provided or are invalid.") -> ApiError:
-    return ApiError(401, ErrorCode.NOT_AUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthenticated(detail: str = "Authentication credentials were not provided or are invalid.") -> ApplicationError:
+    return ApplicationError(ErrorCode.NOT_AUTHENTICATED, detail)
 
 
 def _session_of(request: HttpRequest):
@@ -59,7 +60,7 @@ async def authenticate(request: HttpRequest) -> CurrentUser | None:
         return None
     user = await _user_from_session(request)
     if user is not None and request.method not in SAFE_METHODS and check_csrf(request) is not None:
-        raise ApiError(403, ErrorCode.FORBIDDEN, "CSRF check failed: send the X-CSRFToken header.")
+        raise ApplicationError(ErrorCode.FORBIDDEN, "CSRF check failed: send the X-CSRFToken header.")
     return user
 
 
@@ -73,7 +74,7 @@ async def require_user(request: HttpRequest) -> CurrentUser:
 async def require_admin(request: HttpRequest) -> CurrentUser:
     user = await require_user(request)
     if not user.is_admin:
-        raise ApiError(403, ErrorCode.FORBIDDEN, "This endpoint is for admins.")
+        raise ApplicationError(ErrorCode.FORBIDDEN, "This endpoint is for admins.")
     return user
 
 

@@ -11,44 +11,44 @@ from django.http import HttpRequest
 
 from accounts.models import User
 from accounts.tokens import token_issue
-from flashbid.errors import ApiError, ErrorCode
-from flashbid.ratelimit import rate_limit_hit
-from flashbid.redis import key
+from core.exceptions import ApplicationError, ErrorCode
+from core.ratelimit import rate_limit_hit
+from core.redis import key
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(422, ErrorCode.INVALID, message)
+def _invalid(field: str, message: str) -> ApplicationError:
+    return ApplicationError(ErrorCode.INVALID, f"{field}: {message}", field=field)
 
 
 @transaction.atomic
 def user_register(*, username: str, email: str, password: str) -> User:
-    """Create a bidder. Raises 422 `invalid` for a bad field, 409 for a taken username or email."""
+    """Create a bidder. Raises `invalid` for a bad field, `username_taken`/`email_taken` for a taken one."""
     username, email = username.strip(), email.strip().lower()
     try:
         User.username_validator(username)
     except ValidationError as exc:
-        raise _invalid(f"username: {' '.join(exc.messages)}") from None
+        raise _invalid("username", " ".join(exc.messages)) from None
     if not 1 <= len(username) <= 150:
-        raise _invalid("username: 1 to 150 characters.")
+        raise _invalid("username", "1 to 150 characters.")
     try:
         validate_email(email)
     except ValidationError:
-        raise _invalid("email: enter a valid email address.") from None
+        raise _invalid("email", "enter a valid email address.") from None
     candidate = User(username=username, email=email)
     try:
         validate_password(password, user=candidate)
     except ValidationError as exc:
-        raise _invalid(f"password: {' '.join(exc.messages)}") from None
+        raise _invalid("password", " ".join(exc.messages)) from None
     if User.objects.filter(username__iexact=username).exists():
-        raise ApiError(409, ErrorCode.USERNAME_TAKEN, "That username is taken.")
+        raise ApplicationError(ErrorCode.USERNAME_TAKEN, "That username is taken.", field="username")
     if User.objects.filter(email__iexact=email).exists():
-        raise ApiError(409, ErrorCode.EMAIL_TAKEN, "That email is already registered.")
+        raise ApplicationError(ErrorCode.EMAIL_TAKEN, "That email is already registered.", field="email")
     candidate.set_password(password)
     try:
         with transaction.atomic():
             candidate.save()
     except IntegrityError:  # lost a race with an identical registration
-        raise ApiError(409, ErrorCode.USERNAME_TAKEN, "That username or email is taken.") from None
+        raise ApplicationError(ErrorCode.USERNAME_TAKEN, "That username or email is taken.") from None
     return candidate
 
 
@@ -67,13 +67,11 @@ async def user_login(*, request: HttpRequest, username: str, password: str) -> U
         window_seconds=60,
     )
     if retry_after is not None:
-        raise ApiError(
-            429, ErrorCode.RATE_LIMITED, "Too many login attempts; try again later.",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise ApplicationError(ErrorCode.RATE_LIMITED, "Too many login attempts; try again later.",
+                               retry_after=retry_after)
     user = await aauthenticate(request, username=username.strip(), password=password)
     if user is None:
-        raise ApiError(401, ErrorCode.BAD_CREDENTIALS, "Wrong username or password.")
+        raise ApplicationError(ErrorCode.BAD_CREDENTIALS, "Wrong username or password.")
     return user
 
 
@@ -86,7 +84,7 @@ def token_response(user: User) -> dict:
 def user_set_weight(*, user_id: str, weight: float) -> User:
     user = User.objects.select_for_update().filter(pk=user_id).first()
     if user is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "No such user.")
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such user.")
     user.weight = weight
     user.save(update_fields=["weight"])
     return user

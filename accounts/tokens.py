@@ -20,7 +20,7 @@ def token_issue(*, user_id: str, token_version: int, ttl_seconds: int | None = N
 
 # Tokens whose signature has been checked, with their claims: a bidder's every bid carries the same
 # token, and checking the HMAC and decoding the JSON again would be a tenth of a bid's CPU. Expiry
-# is still checked on every use; revocation is the user's token version (accounts.selectors).
+# is still checked on every use; revocation is the user's token version (accounts.selectors.user_from_token).
 _verified: LRUCache = LRUCache(maxsize=20_000)  # ~0.5 KB each
 _verified_lock = threading.Lock()
 

@@ -10,10 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.forms import LoginForm, RegisterForm
 from accounts.services import user_login, user_register
-from flashbid.errors import ApiError, ErrorCode
-
-# Which form field a service error belongs to (the rest are shown above the form).
-_FIELD_OF_CODE = {ErrorCode.USERNAME_TAKEN: "username", ErrorCode.EMAIL_TAKEN: "email"}
+from core.exceptions import ApplicationError, ErrorCode
 
 
 def next_url(request: HttpRequest, fallback: str = "/") -> str:
@@ -25,15 +22,12 @@ def next_url(request: HttpRequest, fallback: str = "/") -> str:
     return fallback
 
 
-def _add_service_error(form, exc: ApiError) -> None:
-    field = _FIELD_OF_CODE.get(exc.code)
-    message = exc.detail
-    if field is None and exc.code == ErrorCode.INVALID:
-        # user_register says which field: "password: This password is too short. ..."
-        name, sep, rest = exc.detail.partition(": ")
-        if sep and name in form.fields:
-            field, message = name, rest
-    form.add_error(field, message)
+def _add_service_error(form, exc: ApplicationError) -> None:
+    """Next to the field the service named (its detail without the "field: " prefix), else above the form."""
+    if exc.field in form.fields:
+        form.add_error(exc.field, exc.detail.removeprefix(f"{exc.field}: "))
+    else:
+        form.add_error(None, exc.detail)
 
 
 def _context(request: HttpRequest, form) -> dict:
@@ -41,9 +35,9 @@ def _context(request: HttpRequest, form) -> dict:
     return {"form": form, "next": next_url(request, ""), "nav_next": next_url(request)}
 
 
-def _page_status(exc: ApiError) -> int:
+def _page_status(exc: ApplicationError) -> int:
     # A form with errors is a 200 page, except when the client must slow down.
-    return 429 if exc.status == 429 else 200
+    return 429 if exc.code == ErrorCode.RATE_LIMITED else 200
 
 
 @require_http_methods(["GET", "POST"])
@@ -55,7 +49,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
             # The service is async (it shares the API's rate limit); under ASGI this runs on the server's loop.
             user = async_to_sync(user_login)(request=request, username=form.cleaned_data["username"],
                                              password=form.cleaned_data["password"])
-        except ApiError as exc:
+        except ApplicationError as exc:
             form.add_error(None, exc.detail)
             status = _page_status(exc)
         else:
@@ -72,7 +66,7 @@ def register_page(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             user = user_register(username=data["username"], email=data["email"], password=data["password"])
-        except ApiError as exc:
+        except ApplicationError as exc:
             _add_service_error(form, exc)
             status = _page_status(exc)
         else:

@@ -1,6 +1,7 @@
 """Sessions, bids and admin API (django-ninja routers): parse, call one service, shape the answer."""
 
 import datetime as dt
+from dataclasses import fields
 from decimal import Decimal
 from typing import Literal
 from uuid import UUID
@@ -12,14 +13,16 @@ from django.http import HttpRequest
 from django.http.request import RawPostDataException
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
+from pydantic import create_model
 
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
 from accounts.services import user_set_weight
 from auctions import selectors, services, settlement
 from auctions.rules import InvalidPrice, price_parse
-from flashbid.errors import ApiError, ErrorCode, ErrorOut, Text
-from flashbid.json import json_response
+from core.exceptions import ApplicationError, ErrorCode, ErrorOut, Text
+from core.json import json_response
+from core.routes import redis_only
 
 router = Router(tags=["sessions"])
 admin_router = Router(tags=["admin"], auth=admin_auth)
@@ -51,17 +54,9 @@ class BidIn(Schema):
     price: Decimal | str = Field(description='A price like 123.45 (number or string), > 0, at most 2 decimals')
 
 
-class BidOut(Schema):
-    session_id: UUID
-    user_id: UUID
-    price: Decimal
-    score: float
-    rank: int
-    total_bidders: int
-    threshold_score: float | None
-    is_winning: bool
-    seq: int
-    accepted_at: dt.datetime
+# The answer's schema is BidResult's body fields: one spelling of the bid reply.
+BidOut = create_model("BidOut", __base__=Schema, **{
+    f.name: (f.type, ...) for f in fields(services.BidResult) if f.name in services.BID_BODY_FIELDS})
 
 
 class SessionFilter(Schema):
@@ -78,7 +73,7 @@ def sessions_list(request: HttpRequest, filters: Query[SessionFilter]):
 def session_detail(request: HttpRequest, session_id: UUID):
     session = selectors.session_get(session_id=session_id)
     if session is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
     return selectors.session_as_dict(session)
 
 
@@ -87,17 +82,17 @@ def _bid_price(request: HttpRequest) -> Decimal:
     try:
         body = request.body
     except (RequestDataTooBig, RawPostDataException):
-        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.") from None
+        raise ApplicationError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.") from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ApiError(422, ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.') from None
+        raise ApplicationError(ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.') from None
     if not isinstance(data, dict) or "price" not in data:
-        raise ApiError(422, ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.')
+        raise ApplicationError(ErrorCode.INVALID_PRICE, 'Send a JSON body like {"price": "123.45"}.')
     try:
         return price_parse(data["price"])
     except InvalidPrice as exc:
-        raise ApiError(422, ErrorCode.INVALID_PRICE, str(exc)) from None
+        raise ApplicationError(ErrorCode.INVALID_PRICE, str(exc)) from None
 
 
 BID_BODY_DOC = {
@@ -109,7 +104,7 @@ BID_BODY_DOC = {
 
 
 @router.post(
-    "/sessions/{uuid:session_id}/bids",
+    redis_only("/sessions/{uuid:session_id}/bids"),
     # 200: the replayed answer to a repeated Idempotency-Key.
     response={200: BidOut, 201: BidOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
               413: ErrorOut, 422: ErrorOut, 429: ErrorOut},
@@ -121,21 +116,10 @@ async def bid_create(request: HttpRequest, session_id: UUID):
     price = _bid_price(request)
     idempotency_key = request.headers.get("Idempotency-Key") or None
     if idempotency_key is not None and len(idempotency_key) > 200:
-        raise ApiError(422, ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
+        raise ApplicationError(ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
     result = await services.bid_place(session_id=session_id, user=user, price=price,
                                       idempotency_key=idempotency_key)
-    return json_response({
-        "session_id": result.session_id,
-        "user_id": result.user_id,
-        "price": result.price,
-        "score": result.score,
-        "rank": result.rank,
-        "total_bidders": result.total_bidders,
-        "threshold_score": result.threshold_score,
-        "is_winning": result.is_winning,
-        "seq": result.seq,
-        "accepted_at": result.accepted_at,
-    }, status=200 if result.replayed else 201)
+    return json_response(result.body(), status=200 if result.replayed else 201)
 
 
 class WinnerOut(Schema):
@@ -158,10 +142,10 @@ class ResultsOut(Schema):
 @router.get("/sessions/{uuid:session_id}/results", response={200: ResultsOut, 404: ErrorOut, 409: ErrorOut})
 def session_results(request: HttpRequest, session_id: UUID):
     if not selectors.session_exists(session_id=session_id):
-        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
     results = selectors.results_get(session_id=session_id)
     if results is None:
-        raise ApiError(409, ErrorCode.NOT_SETTLED, "The session is not settled yet.")
+        raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is not settled yet.")
     return json_response(results)
 
 
@@ -215,5 +199,5 @@ def admin_session_settle(request: HttpRequest, session_id: UUID):
     settlement.session_settle(session_id=str(session_id))
     results = selectors.results_get(session_id=session_id)
     if results is None:  # another worker holds it right now
-        raise ApiError(409, ErrorCode.NOT_SETTLED, "The session is being settled; try again shortly.")
+        raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is being settled; try again shortly.")
     return json_response(results)

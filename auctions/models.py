@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from auctions.rules import SessionStatus, session_status
+
 
 class Product(models.Model):
     name = models.CharField(max_length=200)
@@ -17,13 +19,6 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class SessionStatus(models.TextChoices):
-    SCHEDULED = "scheduled"
-    ACTIVE = "active"
-    ENDED = "ended"
-    SETTLED = "settled"
 
 
 class BiddingSession(models.Model):
@@ -82,14 +77,22 @@ class BiddingSession(models.Model):
         return f"{self.product.name} ({self.start_time:%Y-%m-%d %H:%M})"
 
     def current_status(self, now) -> str:
-        """The lifecycle state at `now`: settled is final, the others follow from the clock."""
-        if self.status == SessionStatus.SETTLED:
-            return SessionStatus.SETTLED
-        if now < self.start_time:
-            return SessionStatus.SCHEDULED
-        if now < self.end_time:
-            return SessionStatus.ACTIVE
-        return SessionStatus.ENDED
+        """The lifecycle state at `now` (rules.session_status)."""
+        return session_status(now=now, start=self.start_time, end=self.end_time,
+                              settled=self.status == SessionStatus.SETTLED)
+
+
+def status_q(status: str, now) -> Q:
+    """The sessions whose state at `now` is `status`, as a query condition: rules.session_status
+    in SQL, for the list filters and the stored-status refresh."""
+    if status == SessionStatus.SETTLED:
+        return Q(status=SessionStatus.SETTLED)
+    unsettled = ~Q(status=SessionStatus.SETTLED)
+    if status == SessionStatus.SCHEDULED:
+        return unsettled & Q(start_time__gt=now)
+    if status == SessionStatus.ACTIVE:
+        return unsettled & Q(start_time__lte=now, end_time__gt=now)
+    return unsettled & Q(end_time__lte=now)
 
 
 class Bid(models.Model):

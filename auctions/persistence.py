@@ -17,11 +17,13 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
-from auctions.engine import session_keys, us_to_datetime
+from auctions.live import session_keys
 from auctions.models import BiddingSession, SessionStatus
-from flashbid.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS
-from flashbid.redis import get_redis, key
+from auctions.rules import us_to_datetime
+from core.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS
+from core.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +251,22 @@ def bids_persist_all() -> dict:
         except redis.exceptions.LockError:
             logger.warning("persist_bids: the lock expired before the run ended")
     return report.as_dict()
+
+
+class PersistLagCollector:
+    """/metrics at scrape time (core.metrics.scrape_collector_register, from AuctionsConfig.ready):
+    per open session the stream length, entries read but not acknowledged, and the age of the
+    oldest entry still in the stream (entries are trimmed once written: this is the persist lag)."""
+
+    def collect(self):
+        length = GaugeMetricFamily("flashbid_persist_stream_length", "Bid stream entries not yet trimmed.",
+                                   labels=["session"])
+        pending = GaugeMetricFamily("flashbid_persist_pending", "Entries read by a worker, not yet acknowledged.",
+                                    labels=["session"])
+        age = GaugeMetricFamily("flashbid_persist_lag_seconds", "Age of the oldest bid not yet in PostgreSQL.",
+                                labels=["session"])
+        for lag in persist_lag():
+            length.add_metric([lag.session_id], lag.length)
+            pending.add_metric([lag.session_id], lag.pending)
+            age.add_metric([lag.session_id], lag.oldest_age_seconds)
+        yield from (length, pending, age)

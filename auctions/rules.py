@@ -1,10 +1,14 @@
 """The auction's rules as pure functions: price validity, the score, the ranking order, the
-settlement (winners and final price). No I/O. The bid script (lua/place_bid.lua) and the
-settlement follow these, and tests hold both against them."""
+settlement (winners and final price), a session's status at a moment, and the engine's clock unit
+(microseconds since the epoch). No I/O. The bid script (lua/place_bid.lua) and the settlement
+follow these, and tests hold both against them."""
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+
+from django.db.models import TextChoices
 
 MAX_PRICE = Decimal("1000000000")
 PRICE_QUANTUM = Decimal("0.01")
@@ -12,6 +16,39 @@ PRICE_QUANTUM = Decimal("0.01")
 # greater member (the smaller seq, the earlier bid) comes first in ZREVRANGE.
 MAX_SEQ = 10**15
 SEQ_DIGITS = 16
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class SessionStatus(TextChoices):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    ENDED = "ended"
+    SETTLED = "settled"
+
+
+def session_status(*, now, start, end, settled: bool) -> SessionStatus:
+    """The lifecycle state at `now` (datetimes or microseconds, all alike): settled is final, the
+    others follow from the clock. The bid script and push_claim.lua refuse and announce by the same
+    comparisons (now < start: not started; now >= end: ended)."""
+    if settled:
+        return SessionStatus.SETTLED
+    if now < start:
+        return SessionStatus.SCHEDULED
+    if now < end:
+        return SessionStatus.ACTIVE
+    return SessionStatus.ENDED
+
+
+def us_to_datetime(micros: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=micros)
+
+
+def to_us(moment: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exactly."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class InvalidPrice(ValueError):

@@ -1,22 +1,15 @@
 """Auction reads: sessions for the API and pages."""
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from auctions.models import BiddingSession, Ranking, SessionStatus
-
-STATUS_FILTERS = {
-    SessionStatus.SCHEDULED: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(start_time__gt=now),
-    SessionStatus.ACTIVE: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(start_time__lte=now, end_time__gt=now),
-    SessionStatus.ENDED: lambda now: ~Q(status=SessionStatus.SETTLED) & Q(end_time__lte=now),
-    SessionStatus.SETTLED: lambda now: Q(status=SessionStatus.SETTLED),
-}
+from auctions.models import BiddingSession, Ranking, SessionStatus, status_q
 
 
 def sessions_list(*, status: str | None = None, limit: int = 100) -> QuerySet[BiddingSession]:
     sessions = BiddingSession.objects.select_related("product").order_by("-start_time")
     if status is not None:
-        sessions = sessions.filter(STATUS_FILTERS[status](timezone.now()))
+        sessions = sessions.filter(status_q(status, timezone.now()))
     return sessions[:limit]
 
 

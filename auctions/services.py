@@ -2,35 +2,43 @@
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
+from typing import Annotated
 
 from django.conf import settings
 from django.db import transaction
+from pydantic import WithJsonSchema
 
-from accounts.selectors import CurrentUser
-from auctions import engine
-from auctions.models import Bid, BiddingSession, BidEvent, Product
-from auctions.rules import price_to_cents, rank_member
-from flashbid.db import orm
-from flashbid.errors import ApiError, ErrorCode
-from flashbid.metrics import BID_LATENCY, BIDS
-from flashbid.redis import get_redis
+from accounts.user_cache import CurrentUser
+from auctions import live
+from auctions.models import BiddingSession, Product
+from auctions.rules import price_to_cents, us_to_datetime
+from core.db import orm
+from core.exceptions import ApplicationError, ErrorCode
+from core.metrics import BID_LATENCY, BIDS
 
 _REJECTIONS = {
-    "not_found": (404, ErrorCode.NOT_FOUND, "No such session."),
-    "session_not_started": (409, ErrorCode.SESSION_NOT_STARTED, "The session has not started yet."),
-    "session_ended": (409, ErrorCode.SESSION_ENDED, "The session has ended."),
-    "not_higher": (409, ErrorCode.NOT_HIGHER, "A new bid must be higher than your current bid."),
-    "below_upset_price": (422, ErrorCode.BELOW_UPSET_PRICE, "The price is below the session's upset price."),
-    "rate_limited": (429, ErrorCode.RATE_LIMITED, "Too many bids; slow down."),
+    "not_found": (ErrorCode.NOT_FOUND, "No such session."),
+    "session_not_started": (ErrorCode.SESSION_NOT_STARTED, "The session has not started yet."),
+    "session_ended": (ErrorCode.SESSION_ENDED, "The session has ended."),
+    "not_higher": (ErrorCode.NOT_HIGHER, "A new bid must be higher than your current bid."),
+    "below_upset_price": (ErrorCode.BELOW_UPSET_PRICE, "The price is below the session's upset price."),
+    "rate_limited": (ErrorCode.RATE_LIMITED, "Too many bids; slow down."),
 }
+
+Uuid = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
+# Fields of BidResult that are not part of the answer's body.
+_INTERNAL = {"internal": True}
 
 
 @dataclass(frozen=True, slots=True)
 class BidResult:
-    session_id: str
-    user_id: str
+    """An accepted bid: the service's result, the answer's body (`body()`) and, through
+    auctions.api.BidOut, its OpenAPI schema. The pages read the same body from the API."""
+
+    session_id: Uuid
+    user_id: Uuid
     price: Decimal
     score: float
     rank: int
@@ -39,33 +47,37 @@ class BidResult:
     is_winning: bool
     seq: int
     accepted_at: dt.datetime
-    version: int
-    replayed: bool
+    version: int = field(metadata=_INTERNAL)
+    replayed: bool = field(metadata=_INTERNAL)
+
+    def body(self) -> dict:
+        return {name: getattr(self, name) for name in BID_BODY_FIELDS}
+
+
+BID_BODY_FIELDS = tuple(f.name for f in fields(BidResult) if not f.metadata.get("internal"))
 
 
 async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
                     idempotency_key: str | None = None) -> BidResult:
     """Place a bid: one EVALSHA, no SQL once the session's parameters are in Redis.
 
-    Raises ApiError with the contract's codes for every rejection."""
+    Raises ApplicationError with the contract's codes for every rejection."""
     started = time.perf_counter()
-    script_keys, args = engine.place_bid_call(
+    script_keys, args = live.place_bid_call(
         session_id, user_id=user.id, username=user.username, price=str(price), cents=price_to_cents(price),
         weight=user.weight, rate_limit=settings.BID_RATE_LIMIT_PER_SECOND,
         idem_ttl=settings.IDEMPOTENCY_TTL_SECONDS, idempotency_key=idempotency_key)
-    place = engine.async_script("place_bid")
+    place = live.async_script("place_bid")
     reply = await place(keys=script_keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":
-        await orm(engine.params_load, session_id)
+        await orm(live.params_load, session_id)
         reply = await place(keys=script_keys, args=args)
     if reply[0] == "err":
         code = reply[1]
         BIDS.labels(code).inc()
-        status, error_code, detail = _REJECTIONS[code]
-        headers = {}
-        if code == "rate_limited":
-            headers["Retry-After"] = str(max(1, -(-int(reply[2]) // 1000)))
-        raise ApiError(status, error_code, detail, headers=headers)
+        error_code, detail = _REJECTIONS[code]
+        retry_after = max(1, -(-int(reply[2]) // 1000)) if code == "rate_limited" else None
+        raise ApplicationError(error_code, detail, retry_after=retry_after)
     _, score, rank, total, threshold, seq, accepted_us, version, winning, replayed = reply
     BIDS.labels("accepted").inc()
     BID_LATENCY.observe(time.perf_counter() - started)
@@ -79,7 +91,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         threshold_score=float(threshold) if threshold else None,
         is_winning=winning == "1",
         seq=int(seq),
-        accepted_at=engine.us_to_datetime(int(accepted_us)),
+        accepted_at=us_to_datetime(int(accepted_us)),
         version=int(version),
         replayed=bool(int(replayed)),
     )
@@ -88,7 +100,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
 def product_create(*, name: str, description: str = "") -> Product:
     name = name.strip()
     if not name:
-        raise ApiError(422, ErrorCode.INVALID, "name: must not be empty.")
+        raise ApplicationError(ErrorCode.INVALID, "name: must not be empty.", field="name")
     return Product.objects.create(name=name, description=description)
 
 
@@ -110,7 +122,7 @@ def session_validate(*, upset_price: Decimal, inventory: int, alpha: float, beta
     elif end_time <= start_time:
         problems.append("end_time must be after start_time")
     if problems:
-        raise ApiError(422, ErrorCode.INVALID, "; ".join(problems) + ".")
+        raise ApplicationError(ErrorCode.INVALID, "; ".join(problems) + ".")
 
 
 @transaction.atomic
@@ -121,40 +133,8 @@ def session_create(*, product_id: int, upset_price: Decimal, inventory: int, alp
                      start_time=start_time, end_time=end_time)
     product = Product.objects.filter(pk=product_id).first()
     if product is None:
-        raise ApiError(422, ErrorCode.INVALID, "product_id: no such product.")
+        raise ApplicationError(ErrorCode.INVALID, "product_id: no such product.", field="product_id")
     return BiddingSession.objects.create(
         product=product, upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta,
         gamma=gamma, start_time=start_time, end_time=end_time, created_by_id=created_by_id,
     )
-
-
-def leaderboard_rebuild(*, session_id) -> int:
-    """Rebuild a session's live Redis state (params, ranking, bids, names, meta) from PostgreSQL,
-    e.g. after Redis lost its data. Returns the number of bidders restored.
-
-    Bids accepted but not yet persisted when Redis lost them cannot be restored from here: that
-    window is what Redis's AOF (appendfsync everysec) covers."""
-    session = BiddingSession.objects.filter(pk=session_id).first()
-    if session is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
-    keys = engine.session_keys(session.pk)
-    bids = list(Bid.objects.filter(session=session).select_related("bidder"))
-    last_seq = max([b.seq for b in bids] + list(BidEvent.objects.filter(session=session)
-                                                 .values_list("seq", flat=True).order_by("-seq")[:1]) + [0])
-    client = get_redis()
-    version = int(client.hget(keys.meta, "ver") or 0)
-    pipe = client.pipeline()
-    pipe.delete(keys.rank, keys.bids, keys.names, keys.meta)
-    engine.params_store(session, pipe=pipe)
-    for bid in bids:
-        user_id = str(bid.bidder_id)
-        member = rank_member(seq=bid.seq, user_id=user_id)
-        score_text = repr(bid.score)
-        pipe.zadd(keys.rank, {member: score_text})
-        pipe.hset(keys.bids, user_id, f"{price_to_cents(bid.price)}|{bid.seq}|{score_text}|"
-                                      f"{engine.to_us(bid.accepted_at)}|{member}")
-        pipe.hset(keys.names, user_id, bid.bidder.username)
-    highest = max((price_to_cents(b.price) for b in bids), default=0)
-    pipe.hset(keys.meta, mapping={"seq": last_seq, "ver": max(version, last_seq) + 1, "hi": highest})
-    pipe.execute()
-    return len(bids)

@@ -10,7 +10,8 @@ Order of work for one session (`session_settle`):
 4. in one transaction holding the session's row lock (SELECT ... FOR UPDATE SKIP LOCKED, so
    racing workers skip it rather than wait): rank the Bid rows by the contract's order, write
    Ranking rows, final_price, status=settled, settled_at;
-5. after commit: mark the Redis state settled and announce the result to listeners.
+5. after commit: mark the Redis state settled and send `auctions.events.session_settled` (the
+   leaderboard announces the result to listeners).
 """
 
 import logging
@@ -18,15 +19,15 @@ import time
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from auctions import engine, persistence
-from auctions.models import Bid, BiddingSession, Ranking, SessionStatus
-from auctions.rules import RankedBid, cents_to_price, settle
-from flashbid.errors import ApiError, ErrorCode
-from flashbid.metrics import SETTLE_SECONDS, SETTLEMENTS
-from flashbid.redis import get_redis
+from auctions import live, persistence
+from auctions.events import session_settled
+from auctions.models import Bid, BiddingSession, Ranking, SessionStatus, status_q
+from auctions.rules import RankedBid, cents_to_price, settle, to_us, us_to_datetime
+from core.exceptions import ApplicationError, ErrorCode
+from core.metrics import SETTLE_SECONDS, SETTLEMENTS
+from core.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _drain_completely(session_id: str) -> None:
     """Drain the stream until no entry is pending on any consumer. The session has ended, so no
     entry can be added; an entry acknowledged by anyone was committed to PostgreSQL first."""
     client = get_redis()
-    stream = engine.session_keys(session_id).stream
+    stream = live.session_keys(session_id).stream
     for round_ in range(DRAIN_ROUNDS):
         if round_:
             time.sleep(0.05)
@@ -66,15 +67,15 @@ def _drain_completely(session_id: str) -> None:
 def _persist_missing_from_redis(session_id: str) -> int:
     """Write Bid rows for bidders in the Redis ranking that PostgreSQL does not hold, or holds at
     an older seq than Redis (the upsert keeps the newer)."""
-    keys = engine.session_keys(session_id)
+    keys = live.session_keys(session_id)
     client = get_redis()
-    live = client.hgetall(keys.bids)
-    if not live:
+    ranked = client.hgetall(keys.bids)
+    if not ranked:
         return 0
     known = {str(bidder_id): seq for bidder_id, seq in
              Bid.objects.filter(session_id=session_id).values_list("bidder_id", "seq")}
     missing = []
-    for user_id, value in live.items():
+    for user_id, value in ranked.items():
         cents, seq, score, accepted_us, _member = value.split("|", 4)
         if known.get(user_id, -1) >= int(seq):
             continue
@@ -91,18 +92,18 @@ def _persist_missing_from_redis(session_id: str) -> int:
 def session_settle(*, session_id: str) -> SettleOutcome | None:
     """Settle one ended session. Returns None when another worker holds it or it is settled.
 
-    Raises ApiError 409 `session_not_ended` before the end by Redis's clock."""
+    Raises ApplicationError `session_not_ended` before the end by Redis's clock."""
     started = time.perf_counter()
     session = BiddingSession.objects.filter(pk=session_id).first()
     if session is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
     if session.status == SessionStatus.SETTLED:
         return None
-    if engine.redis_clock_us() < engine.to_us(session.end_time):
-        raise ApiError(409, ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
+    if live.redis_clock_us() < to_us(session.end_time):
+        raise ApplicationError(ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
 
     _drain_completely(str(session.pk))
-    live_bidders = get_redis().zcard(engine.session_keys(session.pk).rank)
+    live_bidders = get_redis().zcard(live.session_keys(session.pk).rank)
     if live_bidders:
         _persist_missing_from_redis(str(session.pk))
     elif Bid.objects.filter(session=session).exists():
@@ -139,35 +140,27 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
 
 def _after_settled(session_id: str) -> None:
     """Mark the live state settled (bids refused, board says settled) and keep it a while."""
-    keys = engine.session_keys(session_id)
+    keys = live.session_keys(session_id)
     pipe = get_redis().pipeline()
     pipe.hset(keys.params, "settled", "1")
     pipe.hincrby(keys.meta, "ver", 1)
     for name in keys.all():
-        pipe.expire(name, engine.SETTLED_KEYS_TTL_SECONDS)
+        pipe.expire(name, live.SETTLED_KEYS_TTL_SECONDS)
     pipe.execute()
-    from leaderboard.broadcast import announce_settled
-
-    announce_settled(session_id)
+    session_settled.send(sender=BiddingSession, session_id=session_id)
 
 
 def statuses_refresh() -> None:
     """Keep the stored status (admin filters) in step with the clock for unsettled sessions."""
     now = timezone.now()
-    open_sessions = BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
-    by_clock = {
-        SessionStatus.SCHEDULED: Q(start_time__gt=now),
-        SessionStatus.ACTIVE: Q(start_time__lte=now, end_time__gt=now),
-        SessionStatus.ENDED: Q(end_time__lte=now),
-    }
-    for status, condition in by_clock.items():
-        open_sessions.filter(condition).exclude(status=status).update(status=status)
+    for status in (SessionStatus.SCHEDULED, SessionStatus.ACTIVE, SessionStatus.ENDED):
+        BiddingSession.objects.filter(status_q(status, now)).exclude(status=status).update(status=status)
 
 
 def sessions_settle_due() -> list[str]:
     """Settle every session whose end has passed by Redis's clock. Safe to run concurrently."""
     statuses_refresh()
-    now = engine.us_to_datetime(engine.redis_clock_us())
+    now = us_to_datetime(live.redis_clock_us())
     due = (BiddingSession.objects.exclude(status=SessionStatus.SETTLED).filter(end_time__lte=now)
            .order_by("end_time").values_list("pk", flat=True))
     settled = []

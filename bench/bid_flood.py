@@ -1,5 +1,5 @@
 """Flood the bid endpoint of a running FlashBid server and print requests/s, p50, p99 and the
-status codes. Creates its own session; the bidders are bots (auctions.simulation: bulk insert,
+status codes. Creates its own session; the bidders are bots (bench.simulation: bulk insert,
 tokens minted directly, no password hashing through HTTP). Loopback only; bounded by --duration.
 
     .venv/bin/python bench/bid_flood.py --url http://127.0.0.1:8000 --bidders 1000 --duration 10
@@ -23,7 +23,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from auctions import simulation  # noqa: E402
+from bench import simulation  # noqa: E402
 
 
 def session_create() -> str:

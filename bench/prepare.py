@@ -17,10 +17,11 @@ import django  # noqa: E402
 
 django.setup()
 
-from auctions import engine, simulation  # noqa: E402
+from auctions import live  # noqa: E402
 from auctions.rules import cents_to_price  # noqa: E402
+from bench import simulation  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
-from flashbid.redis import get_redis  # noqa: E402
+from core.redis import get_redis  # noqa: E402
 
 
 def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 1, batch: int = 2_000,
@@ -28,16 +29,16 @@ def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 
     """Place `rounds` rising bids for each (user id, username) through the real bid script, in
     pipelined batches (no HTTP): a board, or a stream for persist_bids, in seconds. Returns the
     number of bids placed."""
-    engine.params_load(session_id)
+    live.params_load(session_id)
     client = get_redis()
-    place = engine.script(client, "place_bid")
+    place = live.script(client, "place_bid")
     placed = 0
     for round_ in range(rounds):
         for start in range(0, len(bidders), batch):
             pipe = client.pipeline(transaction=False)
             for n, (user_id, username) in enumerate(bidders[start:start + batch], start=start):
                 cents = start_cents + round_ * len(bidders) + n
-                script_keys, args = engine.place_bid_call(
+                script_keys, args = live.place_bid_call(
                     session_id, user_id=user_id, username=username, price=str(cents_to_price(cents)), cents=cents,
                     weight=1.0, rate_limit=1_000_000, idem_ttl=600)  # no rate limit: one pipeline per batch
                 place(keys=script_keys, args=args, client=pipe)
@@ -53,7 +54,7 @@ def board_fill(session_id: str, count: int) -> None:
 
     bidders_fill = [(str(uuid.uuid4()), f"board-{n}") for n in range(count)]
     bids_fill(session_id, bidders_fill)
-    get_redis().delete(engine.session_keys(session_id).stream)
+    get_redis().delete(live.session_keys(session_id).stream)
 
 
 def main() -> None:

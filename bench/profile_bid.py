@@ -21,8 +21,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from auctions import simulation  # noqa: E402
 from auctions.rules import cents_to_price  # noqa: E402
+from bench import simulation  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
 from flashbid.asgi import application  # noqa: E402
 

@@ -368,12 +368,12 @@ def settlement(bidders: int) -> dict:
     """A session with `bidders` real bidders, persisted, then ended and settled."""
     from django.utils import timezone
 
-    from auctions import engine, persistence
+    from auctions import live, persistence
     from auctions import settlement as settling
     from auctions.models import BiddingSession
-    from auctions.simulation import bots_prepare
     from bench.bid_flood import session_create
     from bench.prepare import bids_fill
+    from bench.simulation import bots_prepare
 
     users = bots_prepare(bidders, prefix="bench-settle", tokens=False)
     session_id = session_create()
@@ -386,7 +386,7 @@ def settlement(bidders: int) -> dict:
     session.end_time = timezone.now() - dt.timedelta(seconds=1)
     session.start_time = session.end_time - dt.timedelta(hours=1)
     session.save(update_fields=["start_time", "end_time"])
-    engine.params_store(session)
+    live.params_store(session)
     began = time.perf_counter()
     outcome = settling.session_settle(session_id=session_id)
     return {"bidders": outcome.bidders, "seconds": time.perf_counter() - began, "persist_seconds": persist_seconds}
@@ -435,10 +435,10 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     django.setup()
-    from auctions import simulation
+    from bench import simulation
     from bench.bid_flood import session_create
     from bench.prepare import board_fill
-    from flashbid.redis import get_redis
+    from core.redis import get_redis
 
     _prepare_database()
     servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port,

@@ -274,7 +274,7 @@ cmd_up() {
   "$PY" manage.py collectstatic --noinput -v0 > "$LOG_DIR/collectstatic.log" 2>&1 \
     || { tail -n 40 "$LOG_DIR/collectstatic.log" >&2; fail "collectstatic failed"; }
 
-  # One metrics directory for the long-running processes (flashbid/metrics.py), empty at each start.
+  # One metrics directory for the long-running processes (core/metrics.py), empty at each start.
   export PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/prometheus
   rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 

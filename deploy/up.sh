@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements.txt
 mkdir -p var
-# One metrics directory for every process of this host (flashbid/metrics.py); stale files from an
+# One metrics directory for every process of this host (core/metrics.py); stale files from an
 # earlier run would add dead processes' counters, so it starts empty.
 export PROMETHEUS_MULTIPROC_DIR="$PWD/var/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"

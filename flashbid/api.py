@@ -1,5 +1,6 @@
-"""The NinjaAPI: routers of every app under /api, and the error handlers that give every 4xx the
-contract's {"detail", "code"} body."""
+"""The NinjaAPI: routers of every app under /api, and the error handlers that give every error the
+contract's {"detail", "code"} body. `STATUS_OF_CODE` is the one table from an error code to an
+HTTP status."""
 
 import functools
 import inspect
@@ -18,8 +19,8 @@ from redis.exceptions import RedisError
 from accounts.api import router as auth_router
 from auctions.api import admin_router
 from auctions.api import router as sessions_router
-from flashbid.errors import ApiError, ErrorCode
-from flashbid.json import dumps, json_response
+from core.exceptions import ApplicationError, ErrorCode
+from core.json import dumps, json_response
 from leaderboard.api import router as leaderboard_router
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,50 @@ class ORJSONRenderer(BaseRenderer):
         return dumps(data)
 
 
-def error_response(status: int, code: ErrorCode, detail: str, headers: dict | None = None):
-    return json_response({"detail": detail, "code": str(code)}, status=status, headers=headers)
+STATUS_OF_CODE: dict[ErrorCode, int] = {
+    ErrorCode.INVALID: 422,
+    ErrorCode.INVALID_PRICE: 422,
+    ErrorCode.BELOW_UPSET_PRICE: 422,
+    ErrorCode.NOT_AUTHENTICATED: 401,
+    ErrorCode.BAD_CREDENTIALS: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.NO_BID: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.USERNAME_TAKEN: 409,
+    ErrorCode.EMAIL_TAKEN: 409,
+    ErrorCode.SESSION_NOT_STARTED: 409,
+    ErrorCode.SESSION_ENDED: 409,
+    ErrorCode.SESSION_NOT_ENDED: 409,
+    ErrorCode.NOT_HIGHER: 409,
+    ErrorCode.NOT_SETTLED: 409,
+    ErrorCode.HAS_BIDS: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.RECOVERING: 503,
+}
+
+
+def error_response(code: ErrorCode, detail: str, headers: dict | None = None):
+    return json_response({"detail": detail, "code": str(code)}, status=STATUS_OF_CODE[code], headers=headers)
+
+
+def application_error_response(exc: ApplicationError):
+    """The answer to a domain refusal: the status from STATUS_OF_CODE, the contract's body, and the
+    headers the code calls for."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.code == ErrorCode.NOT_AUTHENTICATED:
+        headers["WWW-Authenticate"] = "Bearer"
+    return json_response(exc.body(), status=STATUS_OF_CODE[exc.code], headers=headers)
 
 
 def _contract_405(response):
     """django-ninja answers a wrong method with a plain-text 405; give it the contract's body."""
     if isinstance(response, HttpResponseNotAllowed):
-        return error_response(405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed.",
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed.",
                               headers={"Allow": response["Allow"]})
     return response
 
@@ -63,13 +100,15 @@ def _with_contract_405(view):
 async def api_not_found(request: HttpRequest, rest: str = ""):
     """Any /api/ path no route matched (also a malformed session id), whatever the method: the
     contract's 404 body. CSRF-exempt like every API view, so an unsafe method is not a 403 page."""
-    return error_response(404, ErrorCode.NOT_FOUND, "Not found.")
+    return error_response(ErrorCode.NOT_FOUND, "Not found.")
 
 
 class FlashBidAPI(NinjaAPI):
     """NinjaAPI whose URL patterns keep the error contract outside its exception handlers: a wrong
     method and an unmatched path are answered with {"detail", "code"} too."""
 
+    # Overrides a private method of ninja's NinjaAPI (checked against django-ninja 1.7.1, pinned in
+    # requirements.txt; tests/test_private_internals.py fails loudly if it changes shape).
     def _get_urls(self):
         patterns = [
             URLPattern(p.pattern, _with_contract_405(p.callback), p.default_args, p.name)
@@ -92,9 +131,9 @@ api.add_router("/", leaderboard_router)
 api.add_router("/admin", admin_router)
 
 
-@api.exception_handler(ApiError)
-def on_api_error(request: HttpRequest, exc: ApiError):
-    return json_response(exc.body(), status=exc.status, headers=exc.headers)
+@api.exception_handler(ApplicationError)
+def on_application_error(request: HttpRequest, exc: ApplicationError):
+    return application_error_response(exc)
 
 
 def _describe(errors: list[dict]) -> str:
@@ -107,39 +146,39 @@ def _describe(errors: list[dict]) -> str:
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError):
-    return error_response(422, ErrorCode.INVALID, _describe(exc.errors))
+    return error_response(ErrorCode.INVALID, _describe(exc.errors))
 
 
 @api.exception_handler(AuthenticationError)
 def on_authentication_error(request: HttpRequest, exc: AuthenticationError):
-    return error_response(401, ErrorCode.NOT_AUTHENTICATED, "Authentication required.",
+    return error_response(ErrorCode.NOT_AUTHENTICATED, "Authentication required.",
                           headers={"WWW-Authenticate": "Bearer"})
 
 
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404):
-    return error_response(404, ErrorCode.NOT_FOUND, "Not found.")
+    return error_response(ErrorCode.NOT_FOUND, "Not found.")
 
 
 @api.exception_handler(RequestDataTooBig)
 def on_too_big(request: HttpRequest, exc: RequestDataTooBig):
-    return error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
+    return error_response(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
 
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError):
     if exc.status_code == 400:  # django-ninja's "Cannot parse request body": the contract says 422
-        return error_response(422, ErrorCode.INVALID, "The request body is not valid JSON.")
+        return error_response(ErrorCode.INVALID, "The request body is not valid JSON.")
     codes = {401: ErrorCode.NOT_AUTHENTICATED, 403: ErrorCode.FORBIDDEN,
              404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 429: ErrorCode.RATE_LIMITED}
     status = exc.status_code
     code = codes.get(status, ErrorCode.INVALID if status < 500 else ErrorCode.UNAVAILABLE)
-    return error_response(status, code, str(exc))
+    return json_response({"detail": str(exc), "code": str(code)}, status=status)
 
 
 @api.exception_handler(RedisError)
 def on_redis_error(request: HttpRequest, exc: RedisError):
     """Redis unreachable or failing: the engine cannot answer; say so instead of a 500."""
     logger.error("redis error on %s: %s", request.path, exc)
-    return error_response(503, ErrorCode.UNAVAILABLE, "The bidding engine is temporarily unavailable.",
+    return error_response(ErrorCode.UNAVAILABLE, "The bidding engine is temporarily unavailable.",
                           headers={"Retry-After": "1"})

@@ -16,8 +16,8 @@ django_application = ASGIStaticFilesHandler(get_asgi_application())
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from core.observability import RequestContext  # noqa: E402
 from flashbid.handlers import http_router  # noqa: E402
-from flashbid.observability import RequestContext  # noqa: E402
 from leaderboard.routing import websocket_urlpatterns  # noqa: E402
 
 application = RequestContext(ProtocolTypeRouter({

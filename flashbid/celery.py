@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-from flashbid.observability import celery_signals_connect
+from core.observability import celery_signals_connect
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
 

@@ -12,12 +12,17 @@ one-thread executor per request), with `request_started`/`request_finished` rece
   ThreadSensitiveContext, no request signals and no disconnect watcher. Safe because these views
   are async and, once warm, touch only Redis: no sync middleware, no ORM, no sync signal receiver
   runs. Their rare cold paths (a user or a session's parameters not yet in Redis) reach the ORM
-  only through `flashbid.db.orm`, which gives the connection back as a finished request would.
+  only through `core.db.orm`, which gives the connection back as a finished request would.
   Requests carrying the pages' session cookie and no bearer token go to APIHandler instead:
   opening a Django session is sync code (the cache, the ORM on a miss).
+
+Private internals of Django's ASGIHandler/BaseHandler used here (`_view_middleware`,
+`_template_response_middleware`, `_exception_middleware`, `_middleware_chain`, `_get_response`,
+`_get_response_async`, `read_body`, `create_request`, `send_response`, `run_get_response`, and a
+response's `_resource_closers`) were checked against Django 6.1.3, the version pinned in
+requirements.txt. tests/test_private_internals.py fails loudly when one of them changes shape.
 """
 
-import re
 from contextlib import closing
 
 from asgiref.sync import sync_to_async
@@ -29,11 +34,13 @@ from django.http import HttpResponse
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
-from flashbid.json import json_response
+from core.json import json_response
+from core.routes import redis_only_pattern
+from flashbid import api as _api  # noqa: F401  (declares the routes, and so their Redis-only marks)
 
-# Paths served by RedisOnlyHandler when the method is one of FAST_METHODS (a method a route does
-# not accept, e.g. GET on /bids, is answered 405 by the view there, without touching anything).
-FAST_PATH = re.compile(r"/api/sessions/[^/]+/(?:bids|bids/me|leaderboard|leaderboard/meta)")
+# Paths served by RedisOnlyHandler (the routes each app marks with core.routes.redis_only) when the
+# method is one of FAST_METHODS (a method a route does not accept, e.g. GET on /bids, is answered
+# 405 by the view there, without touching anything).
 FAST_METHODS = frozenset({"GET", "POST", "HEAD"})
 _SESSION_COOKIE = f"{settings.SESSION_COOKIE_NAME}=".encode()
 # Ops endpoints for machines (JSON or Prometheus text): no sessions, cookies or CSRF either.
@@ -110,11 +117,12 @@ def http_router(django_application):
     """The ASGI app for HTTP: the API's handlers for /api/, Django's own for the rest."""
     api = APIHandler()
     redis_only = RedisOnlyHandler()
+    fast_path = redis_only_pattern("/api")  # flashbid.api, imported above, has every router's marks
 
     async def route(scope, receive, send):
         path = scope["path"]
         if path.startswith("/api/"):
-            if scope["method"] in FAST_METHODS and FAST_PATH.fullmatch(path) and not _cookie_authenticated(scope):
+            if scope["method"] in FAST_METHODS and fast_path.fullmatch(path) and not _cookie_authenticated(scope):
                 return await redis_only(scope, receive, send)
             return await api(scope, receive, send)
         if path == "/healthz":  # async, touches nothing: the stack's own floor, for load balancers

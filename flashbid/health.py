@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from flashbid.metrics import render as render_metrics
+from core.metrics import render as render_metrics
 
 CHECK_TIMEOUT_SECONDS = 2
 

@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
 
 from accounts.auth import user_auth
-from flashbid.errors import ErrorOut
-from flashbid.json import json_response
+from core.exceptions import ErrorOut
+from core.json import json_response
+from core.routes import redis_only
 from leaderboard import selectors
 
 router = Router(tags=["leaderboard"])
@@ -64,7 +65,7 @@ class PageQuery(Schema):
     page_size: int = Field(50, ge=1, le=settings.LEADERBOARD_MAX_PAGE_SIZE)
 
 
-@router.get("/sessions/{uuid:session_id}/leaderboard",
+@router.get(redis_only("/sessions/{uuid:session_id}/leaderboard"),
             response={200: LeaderboardOut, 304: None, 404: ErrorOut, 422: ErrorOut})
 async def leaderboard(request: HttpRequest, session_id: UUID, query: Query[PageQuery]):
     board = await selectors.leaderboard_page(session_id=session_id, page=query.page, page_size=query.page_size)
@@ -74,13 +75,13 @@ async def leaderboard(request: HttpRequest, session_id: UUID, query: Query[PageQ
     return json_response(board, headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
-@router.get("/sessions/{uuid:session_id}/leaderboard/meta", response={200: MetaOut, 404: ErrorOut})
+@router.get(redis_only("/sessions/{uuid:session_id}/leaderboard/meta"), response={200: MetaOut, 404: ErrorOut})
 async def leaderboard_meta(request: HttpRequest, session_id: UUID):
     meta = await selectors.leaderboard_meta(session_id=session_id)
     return json_response(meta, headers={"Cache-Control": f"max-age={int(settings.LEADERBOARD_META_CACHE_SECONDS)}"})
 
 
-@router.get("/sessions/{uuid:session_id}/bids/me", response={200: MyBidOut, 401: ErrorOut, 404: ErrorOut},
+@router.get(redis_only("/sessions/{uuid:session_id}/bids/me"), response={200: MyBidOut, 401: ErrorOut, 404: ErrorOut},
             auth=user_auth)
 async def my_bid(request: HttpRequest, session_id: UUID):
     return json_response(await selectors.my_bid(session_id=session_id, user_id=request.auth.id))

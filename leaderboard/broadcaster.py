@@ -17,7 +17,7 @@ releases the claim, and the next tick tries again.
 
 Cost: the bid path is untouched (it already bumps the version). Per session with listeners: each
 web process polls once per interval (a few HMGETs in Redis); the winner adds one board read, one
-PUBLISH and one confirm per interval at most. Message shapes: leaderboard/broadcast.py.
+PUBLISH and one confirm per interval at most. Message shapes: leaderboard/frames.py.
 
 The relay (the fan-out inside a process): sockets do not join the session's group themselves. The
 first socket of a session in this event loop makes the broadcaster take ONE channel from the layer
@@ -45,18 +45,18 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
-from auctions import engine
-from flashbid.db import orm
-from flashbid.errors import ApiError
-from flashbid.redis import get_async_redis, session_key
-from leaderboard.broadcast import BOARD_SIZE, board_group, board_message, publish, status_message
+from auctions import live
+from auctions.rules import us_to_datetime
+from core.db import orm
+from core.exceptions import ApplicationError
+from core.redis import get_async_redis, session_key
+from core.scripts import lua_sources, script
+from leaderboard.frames import BOARD_SIZE, board_group, board_message, publish, status_message
 from leaderboard.selectors import board_read
 
 logger = logging.getLogger(__name__)
 
-LUA_DIR = Path(__file__).resolve().parent / "lua"
-_CLAIM = (LUA_DIR / "push_claim.lua").read_text()
-_CONFIRM = (LUA_DIR / "push_confirm.lua").read_text()
+SOURCES = lua_sources(Path(__file__).resolve().parent / "lua", "push_claim", "push_confirm")
 
 # How long a claim may stay unconfirmed before another process may push the same state. Far above
 # a normal claim-to-confirm time (milliseconds), short enough to keep a dead claimer's loss brief.
@@ -213,11 +213,11 @@ class Broadcaster:
 
     async def _tick(self, due: list[str], interval: float) -> None:
         """Claim every due session in one pipelined round trip, then push those won, concurrently."""
-        claim = engine.script(get_async_redis(), "push_claim", _CLAIM)
+        claim = script(get_async_redis(), "push_claim", SOURCES["push_claim"])
         tokens = {sid: secrets.token_hex(8) for sid in due}
         pipe = get_async_redis().pipeline(transaction=False)
         for sid in due:
-            keys = engine.session_keys(sid)
+            keys = live.session_keys(sid)
             # Plain EVALSHA in the pipeline: a registered Script would add a SCRIPT EXISTS round trip.
             pipe.evalsha(claim.sha, 3, keys.params, keys.meta, push_key(sid),
                          tokens[sid], settings.BROADCAST_INTERVAL_MS, PUSH_LEASE_MS, PUSH_KEY_TTL_MS)
@@ -255,9 +255,9 @@ class Broadcaster:
             logger.warning("board broadcaster: %d claim(s) failed (%s); retrying next interval",
                            len(failures), failures[0])
         if script_lost:
-            await get_async_redis().script_load(_CLAIM)
+            await get_async_redis().script_load(SOURCES["push_claim"])
         for sid in unloaded:
-            await orm(engine.params_load, sid)  # outside any request: hand the connection back
+            await orm(live.params_load, sid)  # outside any request: hand the connection back
 
     async def _push(self, session_id: str, token: str, *, board: bool, status: bool, now_us: int,
                     end_us: str) -> None:
@@ -270,12 +270,12 @@ class Broadcaster:
                 await publish(session_id, board_message("board", snapshot), version=snapshot.version)
                 pushed_version = str(snapshot.version)
             if status:
-                await publish(session_id, status_message("ended", engine.us_to_datetime(now_us)))
+                await publish(session_id, status_message("ended", us_to_datetime(now_us)))
                 pushed_end = end_us
-        except (RedisError, ApiError, OSError) as exc:
+        except (RedisError, ApplicationError, OSError) as exc:
             logger.warning("board push for session %s failed (%s); the next tick retries", session_id, exc)
         finally:
-            confirm = engine.script(get_async_redis(), "push_confirm", _CONFIRM)
+            confirm = script(get_async_redis(), "push_confirm", SOURCES["push_confirm"])
             await confirm(keys=[push_key(session_id)], args=[token, pushed_version, pushed_end])
 
 

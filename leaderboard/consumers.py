@@ -1,5 +1,5 @@
 """The live board over WebSocket (`/ws/sessions/<id>/`): a snapshot on connect, then whatever the
-session's group receives (coalesced boards, the end, the results; shapes in leaderboard/broadcast.py).
+session's group receives (coalesced boards, the end, the results; shapes in leaderboard/frames.py).
 
 Read-only and open to anonymous visitors. An id that is not a session (malformed or unknown)
 is closed with code 4404 right after the handshake.
@@ -13,10 +13,10 @@ import uuid
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from flashbid.errors import ApiError
-from flashbid.metrics import WEBSOCKETS_OPEN
-from leaderboard.broadcast import BOARD_SIZE, board_message, render
+from core.exceptions import ApplicationError, ErrorCode
+from core.metrics import WEBSOCKETS_OPEN
 from leaderboard.broadcaster import get_broadcaster
+from leaderboard.frames import BOARD_SIZE, board_message, render
 from leaderboard.selectors import board_read
 
 CLOSE_UNKNOWN_SESSION = 4404
@@ -45,8 +45,10 @@ class BoardConsumer(AsyncWebsocketConsumer):
         await broadcaster.join(session_id, self)
         try:
             board = await board_read(session_id=session_id, offset=0, count=BOARD_SIZE)
-        except ApiError:
+        except ApplicationError as exc:
             await broadcaster.leave(session_id, self)
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
         except BaseException:  # Redis down, or the client went away: leave no membership behind

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 from django.conf import settings
 
-from auctions import engine
-from auctions.models import SessionStatus
-from auctions.rules import cents_to_price
-from flashbid.db import orm
-from flashbid.errors import ApiError, ErrorCode
+from auctions import live
+from auctions.rules import cents_to_price, session_status, us_to_datetime
+from core.db import orm
+from core.exceptions import ApplicationError, ErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,26 +31,16 @@ class Board:
     entries: list[dict]
 
 
-def _status(now_us: int, start_us: int, end_us: int, settled: bool) -> str:
-    if settled:
-        return SessionStatus.SETTLED
-    if now_us < start_us:
-        return SessionStatus.SCHEDULED
-    if now_us < end_us:
-        return SessionStatus.ACTIVE
-    return SessionStatus.ENDED
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, ErrorCode.NOT_FOUND, "No such session.")
+def _not_found() -> ApplicationError:
+    return ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
 
 
 async def _run(name: str, keys: list[str], args: list, session_id) -> list:
     """Run a read script, loading the session's parameters first if Redis does not have them."""
-    script = engine.async_script(name)
+    script = live.async_script(name)
     reply = await script(keys=keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":
-        await orm(engine.params_load, session_id)
+        await orm(live.params_load, session_id)
         reply = await script(keys=keys, args=args)
     if reply[0] == "err" and reply[1] in ("not_found", "no_params"):
         raise _not_found()
@@ -59,7 +48,7 @@ async def _run(name: str, keys: list[str], args: list, session_id) -> list:
 
 
 async def board_read(*, session_id, offset: int, count: int) -> Board:
-    keys = engine.session_keys(session_id)
+    keys = live.session_keys(session_id)
     reply = await _run("board_page", [keys.params, keys.rank, keys.bids, keys.names, keys.meta],
                        [offset, count], session_id)
     _, now_us, start_us, end_us, settled, inventory, version, total, threshold, highest, rows = reply
@@ -79,15 +68,15 @@ async def board_read(*, session_id, offset: int, count: int) -> Board:
     highest = int(highest)
     return Board(
         session_id=str(session_id),
-        status=_status(int(now_us), int(start_us), int(end_us), settled == "1"),
+        status=session_status(now=int(now_us), start=int(start_us), end=int(end_us), settled=settled == "1"),
         version=int(version),
         inventory=inventory,
         total_bidders=int(total),
         threshold_score=float(threshold) if threshold else None,
         highest_price=cents_to_price(highest) if highest else None,
-        start_time=engine.us_to_datetime(int(start_us)),
-        end_time=engine.us_to_datetime(int(end_us)),
-        server_time=engine.us_to_datetime(int(now_us)),
+        start_time=us_to_datetime(int(start_us)),
+        end_time=us_to_datetime(int(end_us)),
+        server_time=us_to_datetime(int(now_us)),
         entries=entries,
     )
 
@@ -141,10 +130,10 @@ async def leaderboard_meta(*, session_id) -> dict:
 
 
 async def my_bid(*, session_id, user_id: str) -> dict:
-    keys = engine.session_keys(session_id)
+    keys = live.session_keys(session_id)
     reply = await _run("my_bid", [keys.params, keys.rank, keys.bids], [user_id], session_id)
     if reply[0] == "err":
-        raise ApiError(404, ErrorCode.NO_BID, "You have no bid in this session.")
+        raise ApplicationError(ErrorCode.NO_BID, "You have no bid in this session.")
     _, cents, score, rank, inventory = reply
     return {
         "price": cents_to_price(int(cents)),

@@ -8,13 +8,13 @@ from decimal import Decimal
 
 from asgiref.sync import async_to_sync
 
-from accounts.selectors import CurrentUser
-from auctions import engine
+from accounts.user_cache import CurrentUser
+from auctions import live
 from auctions.models import Bid, BidEvent, Ranking
-from auctions.rules import RankedBid, cents_to_price, settle
+from auctions.rules import RankedBid, cents_to_price, settle, to_us
 from auctions.services import BidResult, bid_place
-from flashbid.errors import ApiError
-from flashbid.redis import get_redis
+from core.exceptions import ApplicationError
+from core.redis import get_redis
 
 
 def bidders(count: int, *, weight: float | None = None) -> list[CurrentUser]:
@@ -35,7 +35,7 @@ def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: in
         list[BidResult], list[str]]:
     """Place every bidder's prices, in order per bidder, all bidders concurrently. Returns the
     accepted replies and the rejection codes."""
-    engine.params_load(session_id)  # after this the bid path needs no SQL
+    live.params_load(session_id)  # after this the bid path needs no SQL
 
     async def run():
         accepted: list[BidResult] = []
@@ -48,7 +48,7 @@ def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: in
                     try:
                         accepted.append(await bid_place(session_id=str(session_id), user=user,
                                                         price=Decimal(price)))
-                    except ApiError as exc:
+                    except ApplicationError as exc:
                         rejected.append(exc.code)
 
         await asyncio.gather(*(one_bidder(user, prices) for user, prices in plan))
@@ -68,14 +68,14 @@ def latest_per_bidder(accepted: list[BidResult]) -> dict[str, BidResult]:
 def redis_bids(session_id) -> dict[str, tuple[Decimal, int, float, int]]:
     """The live bids hash: user id -> (price, seq, score, accepted_us)."""
     out = {}
-    for user_id, value in get_redis().hgetall(engine.session_keys(session_id).bids).items():
+    for user_id, value in get_redis().hgetall(live.session_keys(session_id).bids).items():
         cents, seq, score, accepted_us, _member = value.split("|", 4)
         out[user_id] = (cents_to_price(int(cents)), int(seq), float(score), int(accepted_us))
     return out
 
 
 def postgres_bids(session_id) -> dict[str, tuple[Decimal, int, float, int]]:
-    return {str(b.bidder_id): (b.price, b.seq, b.score, engine.to_us(b.accepted_at))
+    return {str(b.bidder_id): (b.price, b.seq, b.score, to_us(b.accepted_at))
             for b in Bid.objects.filter(session_id=session_id)}
 
 
@@ -90,17 +90,17 @@ def mismatch(session_id, accepted: list[BidResult]) -> str:
         differ = sum(1 for k in live if k in stored and stored[k] != live[k])
         return f"Bid rows: {len(stored)} stored vs {len(live)} live, {missing} missing, {differ} differ"
     latest = latest_per_bidder(accepted)
-    from_replies = {u: (r.price, r.seq, r.score, engine.to_us(r.accepted_at)) for u, r in latest.items()}
+    from_replies = {u: (r.price, r.seq, r.score, to_us(r.accepted_at)) for u, r in latest.items()}
     if live != from_replies:
         return "the Redis bids hash differs from the accepted replies"
     events = list(BidEvent.objects.filter(session_id=session_id).values_list(
         "seq", "bidder_id", "price", "score", "accepted_at"))
     if len(events) != len(accepted):
         return f"BidEvent rows: {len(events)} of {len(accepted)}"
-    by_seq = {seq: (str(bidder), price, score, engine.to_us(at)) for seq, bidder, price, score, at in events}
+    by_seq = {seq: (str(bidder), price, score, to_us(at)) for seq, bidder, price, score, at in events}
     if sorted(by_seq) != list(range(1, len(accepted) + 1)):
         return "BidEvent seqs are not 1..N"
-    expected = {r.seq: (r.user_id, r.price, r.score, engine.to_us(r.accepted_at)) for r in accepted}
+    expected = {r.seq: (r.user_id, r.price, r.score, to_us(r.accepted_at)) for r in accepted}
     if by_seq != expected:
         return "BidEvent rows differ from the accepted replies"
     return ""
@@ -127,5 +127,5 @@ def assert_settled_as_expected(session, accepted: list[BidResult]) -> None:
         for rank, bid in enumerate(expected.ranking, start=1)]
     assert sum(1 for r in rows if r[5]) == expected.winners <= session.inventory
     # The live leaderboard's order is the settled order.
-    live_order = [m.split(":", 1)[1] for m in get_redis().zrevrange(engine.session_keys(session.pk).rank, 0, -1)]
+    live_order = [m.split(":", 1)[1] for m in get_redis().zrevrange(live.session_keys(session.pk).rank, 0, -1)]
     assert live_order == [bid.bidder_id for bid in expected.ranking]

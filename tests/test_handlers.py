@@ -10,7 +10,10 @@ from asgiref.sync import async_to_sync
 from django.core.signals import request_started
 from django.db import connection
 
-from flashbid.handlers import FAST_PATH
+from core.routes import redis_only_pattern
+from flashbid import api as _api  # noqa: F401  (the routers mark their Redis-only routes)
+
+FAST_PATH = redis_only_pattern("/api")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,8 +103,8 @@ def test_rejections_on_the_fast_routes_make_no_thread_hop_either(make_session, m
 
 
 def test_a_cold_bid_reaches_the_database_and_gives_the_connection_back(make_session, make_user, auth_header):
-    from accounts.selectors import local_clear
-    from flashbid.redis import get_redis
+    from accounts.user_cache import local_clear
+    from core.redis import get_redis
 
     session = make_session()
     user = make_user()
@@ -111,7 +114,7 @@ def test_a_cold_bid_reaches_the_database_and_gives_the_connection_back(make_sess
     response = _request("POST", f"/api/sessions/{session.pk}/bids", json={"price": "11.00"},
                         headers=auth_header(user))
     assert response.status_code == 201
-    # Called from this (sync) thread, the request's ORM work ran in this thread: flashbid.db.orm
+    # Called from this (sync) thread, the request's ORM work ran in this thread: core.db.orm
     # closed the connection afterwards, as the end of a request would.
     assert connection.connection is None
 

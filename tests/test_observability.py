@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from flashbid.observability import REQUEST_ID
+from core.observability import REQUEST_ID
 from tests import processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -169,9 +169,9 @@ def test_flower_asks_for_the_configured_credentials(started):
 
 
 def test_simulate_bidders_bids_over_http_and_reports(started, make_session):
-    from auctions import engine
+    from auctions import live
     from auctions.models import BidEvent
-    from flashbid.redis import get_redis
+    from core.redis import get_redis
 
     port = processes.free_port()
     started(processes.daphne, port)
@@ -183,7 +183,7 @@ def test_simulate_bidders_bids_over_http_and_reports(started, make_session):
     accepted = int(re.search(r"accepted (\d+)", report).group(1))
     assert 15 <= accepted <= 21, report
     assert "p50" in report and "p99" in report and "listeners 2" in report
-    assert get_redis().zcard(engine.session_keys(session.pk).rank) == 5
+    assert get_redis().zcard(live.session_keys(session.pk).rank) == 5
     assert BidEvent.objects.count() == 0  # nothing persisted yet: the bids live in Redis until the worker runs
 
     again = StringIO()  # a second run continues above the bots' earlier prices

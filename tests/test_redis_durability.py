@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from auctions import engine
+from auctions import live
 from tests import processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
@@ -66,7 +66,7 @@ def test_acknowledged_bids_survive_a_killed_redis(started, tmp_path, make_sessio
         assert restarted.proc.pid != redis_process.proc.pid
 
         client = redis.Redis(port=port, decode_responses=True)
-        assert client.xlen(engine.session_keys(session.pk).stream) == len(accepted)
+        assert client.xlen(live.session_keys(session.pk).stream) == len(accepted)
 
         def board():
             try:

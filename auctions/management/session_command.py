@@ -2,11 +2,11 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from flashbid.errors import ApiError
+from core.exceptions import ApplicationError
 
 
 class SessionCommand(BaseCommand):
-    """Takes `<session_id>`; `call` runs a service on it, its ApiError and a malformed id becoming
+    """Takes `<session_id>`; `call` runs a service on it, its ApplicationError and a malformed id becoming
     a CommandError with the service's own message."""
 
     def add_arguments(self, parser):
@@ -15,7 +15,7 @@ class SessionCommand(BaseCommand):
     def call(self, service, session_id: str):
         try:
             return service(session_id=session_id)
-        except ApiError as exc:
+        except ApplicationError as exc:
             raise CommandError(exc.detail) from None
         except ValueError:
             raise CommandError("session_id must be a UUID") from None

@@ -7,10 +7,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from accounts.selectors import local_clear, user_hash_key
-from auctions import engine
+from accounts.user_cache import local_clear, user_hash_key
+from auctions import live
 from auctions.models import BiddingSession
-from flashbid.redis import get_redis
+from core.redis import get_redis
 from tests.assertions import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -196,7 +196,7 @@ async def test_admin_settle_of_an_ended_session_with_a_bid_names_the_winner(api,
     def end_now():
         ended = timezone.now() - dt.timedelta(seconds=1)
         BiddingSession.objects.filter(pk=active_session.pk).update(end_time=ended)
-        engine.params_store(BiddingSession.objects.get(pk=active_session.pk))
+        live.params_store(BiddingSession.objects.get(pk=active_session.pk))
 
     await sync_to_async(end_now)()
     response = await api.post(f"/api/admin/sessions/{active_session.pk}/settle", headers=auth_header(admin))

@@ -6,8 +6,8 @@ import jwt
 import pytest
 from asgiref.sync import sync_to_async
 
-from accounts.selectors import local_clear
 from accounts.tokens import ALGORITHM, token_issue
+from accounts.user_cache import local_clear
 from tests.assertions import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)

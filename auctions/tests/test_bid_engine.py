@@ -11,9 +11,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db.backends import utils as db_utils
 from django.utils import timezone
 
-from auctions import engine
-from auctions.rules import RankedBid, bid_score, ranking_order
-from flashbid.redis import get_redis
+from auctions import live
+from auctions.rules import RankedBid, bid_score, ranking_order, to_us
+from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,12 +50,12 @@ async def test_concurrent_bids_rank_exactly_as_an_independent_recomputation(api,
     accepted = [(u, p, r.json()) for u, p, r in replies if r.status_code == 201]
     assert all(r.json()["code"] == "not_higher" for _, _, r in replies if r.status_code == 409)
 
-    start_us = engine.to_us(session.start_time)
+    start_us = to_us(session.start_time)
     weights = {str(u.pk): u.weight for u in bidders}
     latest: dict[str, dict] = {}
     for user_id, price, body in accepted:
         assert Decimal(body["price"]) == price
-        accepted_us = engine.to_us(dt.datetime.fromisoformat(body["accepted_at"]))
+        accepted_us = to_us(dt.datetime.fromisoformat(body["accepted_at"]))
         expected = bid_score(alpha=1.0, beta=50.0, gamma=2.0, price=price, weight=weights[user_id],
                              accepted_us=accepted_us, start_us=start_us)
         assert body["score"] == expected
@@ -98,7 +98,7 @@ async def test_no_bid_is_accepted_at_or_after_the_end(api, make_session, users, 
     settings.BID_RATE_LIMIT_PER_SECOND = 1000
     session = await sync_to_async(make_session)(starts_in=-5, lasts=6.5)
     bidders = await sync_to_async(users)(20)
-    end_us = engine.to_us(session.end_time)
+    end_us = to_us(session.end_time)
     prices = {str(u.pk): 10.0 for u in bidders}
     seen_ended = False
     outcomes = []
@@ -116,11 +116,11 @@ async def test_no_bid_is_accepted_at_or_after_the_end(api, make_session, users, 
     await asyncio.wait_for(asyncio.gather(*(hammer(u) for u in bidders)), timeout=30)
     accepted = [r.json() for r in outcomes if r.status_code == 201]
     assert accepted, "no bid was accepted before the end"
-    assert all(engine.to_us(dt.datetime.fromisoformat(b["accepted_at"])) < end_us for b in accepted)
+    assert all(to_us(dt.datetime.fromisoformat(b["accepted_at"])) < end_us for b in accepted)
     ended = [r for r in outcomes if r.status_code == 409]
     assert ended and all(r.json()["code"] == "session_ended" for r in ended)
     # and the board holds exactly the accepted bids
-    stream_len = get_redis().xlen(engine.session_keys(session.pk).stream)
+    stream_len = get_redis().xlen(live.session_keys(session.pk).stream)
     assert stream_len == len(accepted)
 
 
@@ -164,7 +164,7 @@ async def test_a_retry_with_the_same_idempotency_key_places_nothing_new(api, mak
     again = await api.post(bid_url(session), json={"price": "15.00"}, headers=headers)
     assert first.status_code == 201 and again.status_code == 200
     assert again.json() == first.json()
-    assert get_redis().xlen(engine.session_keys(session.pk).stream) == 1
+    assert get_redis().xlen(live.session_keys(session.pk).stream) == 1
     other = await api.post(bid_url(session), json={"price": "16.00"},
                            headers={**auth_header(user), "Idempotency-Key": "order-43"})
     assert other.status_code == 201 and other.json()["seq"] == 2

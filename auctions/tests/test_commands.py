@@ -4,12 +4,12 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 
-from accounts.selectors import get_current_user, local_clear
+from accounts.user_cache import get_current_user, local_clear
 from auctions.models import BiddingSession
 from auctions.rules import price_parse
 from auctions.services import bid_place
-from flashbid.errors import ApiError
-from flashbid.redis import get_redis
+from core.exceptions import ApplicationError
+from core.redis import get_redis
 from leaderboard.selectors import leaderboard_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +45,7 @@ def test_rebuild_leaderboard_after_flushdb_restores_the_board_and_bidding_contin
     assert after["highest_price"] == before["highest_price"]
     assert after["version"] > 0
 
-    with pytest.raises(ApiError) as rejected:
+    with pytest.raises(ApplicationError) as rejected:
         place(session.pk, users[0], "40.00")
     assert rejected.value.code == "not_higher"
     accepted = place(session.pk, users[0], "41.00")

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from auctions.models import Ranking, SessionStatus
-from flashbid.errors import ErrorCode
+from core.exceptions import ErrorCode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,9 +5,9 @@ database-level foreign keys (auctions.models.BidEvent says why)."""
 import pytest
 
 from accounts.models import User
-from auctions import engine, persistence
+from auctions import live, persistence
 from auctions.models import Bid, BidEvent
-from flashbid.redis import get_redis
+from core.redis import get_redis
 from tests import bidding
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +27,7 @@ def test_entries_of_a_deleted_user_are_skipped_and_acknowledged(make_session):
         u.id for u in users[1:]}
     stored = {str(b) for b in BidEvent.objects.filter(session=session).values_list("bidder_id", flat=True)}
     assert stored == {u.id for u in users[1:]}
-    assert get_redis().xlen(engine.session_keys(session.pk).stream) == 0  # nothing left to retry forever
+    assert get_redis().xlen(live.session_keys(session.pk).stream) == 0  # nothing left to retry forever
 
 
 def test_deleting_a_user_or_a_session_deletes_their_history(make_session):

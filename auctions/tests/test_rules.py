@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auctions import engine
+from auctions import live
 from auctions.rules import InvalidPrice, RankedBid, bid_score, price_parse, ranking_order, settle
-from flashbid.redis import get_redis
+from core.redis import get_redis
 
 
 @pytest.mark.parametrize("raw", [None, True, "abc", float("nan"), float("inf"), "NaN", "Infinity", -1, 0, "0",
@@ -60,19 +60,19 @@ def test_the_bid_script_follows_the_pure_rules(bids, alpha, beta, gamma, invento
     client = get_redis()
     client.flushdb()
     session_id = "00000000-0000-0000-0000-00000000abcd"
-    keys = engine.session_keys(session_id)
-    now_us = engine.redis_clock_us()
+    keys = live.session_keys(session_id)
+    now_us = live.redis_clock_us()
     start_us = now_us - 3_000_000
     client.hset(keys.params, mapping={"start_us": start_us, "end_us": now_us + 3_600_000_000, "upset_cents": 1,
                                       "alpha": repr(alpha), "beta": repr(beta), "gamma": repr(gamma),
                                       "inventory": inventory})
-    place = engine.script(client, "place_bid")
+    place = live.script(client, "place_bid")
     current: dict[str, RankedBid] = {}
     for bidder, cents, weight in bids:
         user_id = f"user-{bidder}"
         price = Decimal(cents) / 100
         reply = place(keys=[keys.params, keys.rank, keys.bids, keys.stream, keys.meta, keys.names,
-                            engine.rate_key(session_id, user_id), engine.idem_key(session_id, user_id, None)],
+                            live.rate_key(session_id, user_id), live.idem_key(session_id, user_id, None)],
                       args=[user_id, user_id, str(price), cents, repr(weight), 10_000, 600, 0])
         previous = current.get(user_id)
         if previous is not None and price <= previous.price:

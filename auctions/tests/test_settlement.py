@@ -7,17 +7,18 @@ import threading
 
 import pytest
 
-from auctions import engine, persistence, settlement
+from auctions import live, persistence, settlement
 from auctions.models import BiddingSession, BidEvent, Ranking
-from flashbid.redis import get_redis
+from auctions.rules import to_us
+from core.redis import get_redis
 from tests import bidding, processes
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def _wait_ended(*sessions) -> None:
-    last_end = max(engine.to_us(s.end_time) for s in sessions)
-    processes.wait_until(lambda: engine.redis_clock_us() >= last_end, 15, interval=0.05, message="sessions ended")
+    last_end = max(to_us(s.end_time) for s in sessions)
+    processes.wait_until(lambda: live.redis_clock_us() >= last_end, 15, interval=0.05, message="sessions ended")
 
 
 def _wait_settled(sessions, timeout: float) -> None:
@@ -135,7 +136,7 @@ def test_settlement_claims_entries_another_consumer_is_still_writing(make_sessio
     _wait_ended(session)
 
     client = get_redis()
-    stream = engine.session_keys(session.pk).stream
+    stream = live.session_keys(session.pk).stream
     real_xautoclaim = client.xautoclaim
     taken = []
 

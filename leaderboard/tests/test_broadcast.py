@@ -9,8 +9,8 @@ import msgpack
 import redis
 from django.conf import settings
 
-from flashbid.redis import get_redis
-from leaderboard.broadcast import board_group, publish_sync
+from core.redis import get_redis
+from leaderboard.frames import board_group, publish_sync
 
 
 def _layer_connections() -> int:

@@ -14,13 +14,14 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from auctions import engine, settlement
+from auctions import live, settlement
+from auctions.rules import to_us
 from auctions.services import bid_place
+from core.redis import get_async_redis
 from flashbid.asgi import application
-from flashbid.redis import get_async_redis
 from leaderboard import broadcaster
-from leaderboard.broadcast import board_group, publish
 from leaderboard.broadcaster import Broadcaster
+from leaderboard.frames import board_group, publish
 from tests import bidding
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,7 +122,7 @@ async def test_the_end_and_the_settlement_each_reach_the_socket_once(make_sessio
         (ended,) = await receive_until(socket, lambda m: True, timeout=10)
         assert ended["type"] == "status" and ended["status"] == "ended"
         assert set(ended) == {"type", "status", "server_time"}
-        assert engine.to_us(session.end_time) <= engine.to_us(dt.datetime.fromisoformat(ended["server_time"]))
+        assert to_us(session.end_time) <= to_us(dt.datetime.fromisoformat(ended["server_time"]))
 
         # Settled from a thread of this loop, as the admin endpoint (a sync view) does: the results
         # arrive, and this process's layer keeps serving its sockets afterwards.
@@ -188,10 +189,10 @@ async def test_a_claim_whose_process_died_is_taken_over_when_its_lease_ends(make
     session = await sync_to_async(make_session)()
     (bidder,) = await sync_to_async(bidding.bidders)(1)
     await bid_place(session_id=str(session.pk), user=bidder, price=Decimal("20.00"))
-    keys = engine.session_keys(session.pk)
+    keys = live.session_keys(session.pk)
     # A process claims the push and dies before publishing or confirming.
     claimed = await get_async_redis().eval(
-        broadcaster._CLAIM, 3, keys.params, keys.meta, broadcaster.push_key(session.pk),
+        broadcaster.SOURCES["push_claim"], 3, keys.params, keys.meta, broadcaster.push_key(session.pk),
         "dead-process", settings.BROADCAST_INTERVAL_MS, broadcaster.PUSH_LEASE_MS, 60_000)
     claimed_at = time.monotonic()
     assert claimed[0] == "claim"

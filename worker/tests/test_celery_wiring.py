@@ -3,7 +3,7 @@
 import pytest
 from asgiref.sync import async_to_sync
 
-from accounts.selectors import get_current_user
+from accounts.user_cache import get_current_user
 from auctions.models import Bid
 from auctions.rules import price_parse
 from auctions.services import bid_place

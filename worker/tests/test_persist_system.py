@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from auctions import engine
+from auctions import live
 from auctions.models import Bid, BidEvent
 from auctions.persistence import PERSIST_GROUP
-from flashbid.redis import get_redis
+from core.redis import get_redis
 from tests import bidding, processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
@@ -34,7 +34,7 @@ def _plan(users, *, rebidders: int, lower_rebids: int = 0):
 
 def _stream_state(session_id) -> tuple[int, int]:
     """(entries in the stream, entries read but not acknowledged)."""
-    client, stream = get_redis(), engine.session_keys(session_id).stream
+    client, stream = get_redis(), live.session_keys(session_id).stream
     groups = {g["name"]: g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
     return client.xlen(stream), groups[PERSIST_GROUP]["pending"] if PERSIST_GROUP in groups else 0
 

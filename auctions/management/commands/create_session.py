@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from auctions.models import Product
 from auctions.services import session_create
-from flashbid.errors import ApiError
+from core.exceptions import ApplicationError
 
 
 class Command(BaseCommand):
@@ -29,6 +29,6 @@ class Command(BaseCommand):
             session = session_create(product_id=product.pk, upset_price=Decimal(o["upset_price"]),
                                      inventory=o["inventory"], alpha=o["alpha"], beta=o["beta"], gamma=o["gamma"],
                                      start_time=start, end_time=start + dt.timedelta(seconds=o["duration"]))
-        except ApiError as exc:
+        except ApplicationError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(str(session.pk))

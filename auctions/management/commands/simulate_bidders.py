@@ -3,8 +3,8 @@ import asyncio
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from auctions import simulation
 from auctions.models import BiddingSession
+from bench import simulation
 
 
 class Command(BaseCommand):

@@ -1,23 +1,21 @@
-"""The bidding engine's Redis side: the session's keys, its Lua scripts, and the parameter hash
-loaded from PostgreSQL on first use (cache-aside).
+"""A session's live state in Redis: its keys, its Lua scripts, the parameter hash loaded from
+PostgreSQL on first use (cache-aside), the place_bid call, and the restore from PostgreSQL.
 
-Scripts are registered once per client; redis-py's Script runs EVALSHA and falls back to EVAL
-when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH), so no client ever sees that.
+Every key of a session shares the hash tag {<session_id>} (core.redis.session_key), so each
+script stays valid on Redis Cluster.
 """
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from auctions.models import BiddingSession, SessionStatus
-from auctions.rules import price_to_cents
-from flashbid.redis import get_async_redis, get_redis, session_key
+from auctions.models import Bid, BiddingSession, BidEvent, SessionStatus
+from auctions.rules import price_to_cents, rank_member, to_us
+from core.exceptions import ApplicationError, ErrorCode
+from core.redis import get_async_redis, get_redis, session_key
+from core.scripts import lua_sources
+from core.scripts import script as registered_script
 
-LUA_DIR = Path(__file__).resolve().parent / "lua"
-_SOURCES = {name: (LUA_DIR / f"{name}.lua").read_text() for name in ("place_bid", "board_page", "my_bid")}
-_scripts: dict[tuple[int, str], object] = {}
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+SOURCES = lua_sources(Path(__file__).resolve().parent / "lua", "place_bid", "board_page", "my_bid")
 # How long a session's live keys outlive its settlement.
 SETTLED_KEYS_TTL_SECONDS = 7 * 24 * 3600
 # How long "no such session" is remembered, so unknown ids do not each cost a query.
@@ -48,28 +46,13 @@ def session_keys(session_id: object) -> SessionKeys:
     )
 
 
-def script(client, name: str, source: str | None = None):
-    """The registered script `name` for this client (one registration per client). `source`
-    for a script outside auctions/lua (the broadcaster's)."""
-    cache_key = (id(client), name)
-    registered = _scripts.get(cache_key)
-    if registered is None:
-        registered = _scripts[cache_key] = client.register_script(source or _SOURCES[name])
-    return registered
+def script(client, name: str):
+    """One of this module's scripts (place_bid, board_page, my_bid), registered for `client`."""
+    return registered_script(client, name, SOURCES[name])
 
 
 def async_script(name: str):
     return script(get_async_redis(), name)
-
-
-def us_to_datetime(micros: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=micros)
-
-
-def to_us(moment) -> int:
-    """Microseconds since the epoch of an aware datetime, exactly."""
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def params_fields(session: BiddingSession) -> dict[str, str]:
@@ -139,3 +122,34 @@ def redis_clock_us() -> int:
     seconds, micros = get_redis().time()
     return int(seconds) * 1_000_000 + int(micros)
 
+
+def live_state_restore(*, session_id) -> int:
+    """Rebuild a session's live Redis state (params, ranking, bids, names, meta) from PostgreSQL,
+    e.g. after Redis lost its data. Returns the number of bidders restored.
+
+    Bids accepted but not yet persisted when Redis lost them cannot be restored from here: that
+    window is what Redis's AOF (appendfsync everysec) covers."""
+    session = BiddingSession.objects.filter(pk=session_id).first()
+    if session is None:
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
+    keys = session_keys(session.pk)
+    bids = list(Bid.objects.filter(session=session).select_related("bidder"))
+    last_seq = max([b.seq for b in bids] + list(BidEvent.objects.filter(session=session)
+                                                 .values_list("seq", flat=True).order_by("-seq")[:1]) + [0])
+    client = get_redis()
+    version = int(client.hget(keys.meta, "ver") or 0)
+    pipe = client.pipeline()
+    pipe.delete(keys.rank, keys.bids, keys.names, keys.meta)
+    params_store(session, pipe=pipe)
+    for bid in bids:
+        user_id = str(bid.bidder_id)
+        member = rank_member(seq=bid.seq, user_id=user_id)
+        score_text = repr(bid.score)
+        pipe.zadd(keys.rank, {member: score_text})
+        pipe.hset(keys.bids, user_id, f"{price_to_cents(bid.price)}|{bid.seq}|{score_text}|"
+                                      f"{to_us(bid.accepted_at)}|{member}")
+        pipe.hset(keys.names, user_id, bid.bidder.username)
+    highest = max((price_to_cents(b.price) for b in bids), default=0)
+    pipe.hset(keys.meta, mapping={"seq": last_seq, "ver": max(version, last_seq) + 1, "hi": highest})
+    pipe.execute()
+    return len(bids)

@@ -1,7 +1,7 @@
 """Fixed-window counters in Redis for the endpoints that are not the bid (the bid script owns its
 own limit). One round trip per check."""
 
-from flashbid.redis import get_async_redis
+from core.redis import get_async_redis
 
 
 async def rate_limit_hit(keys: list[str], *, limit: int, window_seconds: int) -> int | None:

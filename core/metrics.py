@@ -4,15 +4,16 @@ With several processes on one host (daphne ×N, the Celery worker), set PROMETHE
 to one empty directory for all of them (deploy/up.sh and deploy/scale-out.sh do): each process
 writes its samples there and whichever web process answers /metrics reports the sum (counters,
 histograms), the live sum (open sockets, pool usage) or one series per pid (memory). Without it,
-/metrics reports the answering process only. Persist lag is read from Redis at scrape time.
+/metrics reports the answering process only. Collectors registered with `scrape_collector_register`
+(the persist lag, read from Redis) run at scrape time.
 """
 
 import os
 import sys
 import time
 
+from django.db import connections
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 if MULTIPROCESS:
@@ -71,9 +72,9 @@ def process_gauges_refresh(*, force: bool = False) -> None:
             RSS.labels(_PROGRAM).set(int(statm.read().split()[1]) * _PAGE)
     except OSError:  # not Linux
         pass
-    from django.db import connections
-
-    # Only a pool that exists: `.pool` would open one in a process that never queries.
+    # Only a pool that exists: `.pool` would open one in a process that never queries. Private
+    # (`DatabaseWrapper._connection_pools`, checked against Django 6.1.3, the version pinned in
+    # requirements.txt; tests/test_private_internals.py fails if it changes shape).
     # (connections["default"], not the `connection` proxy, whose type is the proxy's.)
     wrapper = connections["default"]
     pool = getattr(type(wrapper), "_connection_pools", {}).get(wrapper.alias)
@@ -84,24 +85,14 @@ def process_gauges_refresh(*, force: bool = False) -> None:
         DB_POOL.labels("waiting").set(stats.get("requests_waiting", 0))
 
 
-class PersistLagCollector:
-    """Per open session: stream length, entries read but not acknowledged, and the age of the
-    oldest entry still in the stream (entries are trimmed once written: this is the persist lag)."""
+# Collectors read at scrape time (the apps register theirs in AppConfig.ready, e.g. the persist lag).
+_scrape_collectors: list = []
 
-    def collect(self):
-        from auctions.persistence import persist_lag
 
-        length = GaugeMetricFamily("flashbid_persist_stream_length", "Bid stream entries not yet trimmed.",
-                                   labels=["session"])
-        pending = GaugeMetricFamily("flashbid_persist_pending", "Entries read by a worker, not yet acknowledged.",
-                                    labels=["session"])
-        age = GaugeMetricFamily("flashbid_persist_lag_seconds", "Age of the oldest bid not yet in PostgreSQL.",
-                                labels=["session"])
-        for lag in persist_lag():
-            length.add_metric([lag.session_id], lag.length)
-            pending.add_metric([lag.session_id], lag.pending)
-            age.add_metric([lag.session_id], lag.oldest_age_seconds)
-        yield from (length, pending, age)
+def scrape_collector_register(collector) -> None:
+    """`collector` (an object with `collect()` yielding metric families) is read at every scrape."""
+    if collector not in _scrape_collectors:
+        _scrape_collectors.append(collector)
 
 
 def render() -> bytes:
@@ -112,6 +103,7 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         from prometheus_client import REGISTRY as registry
-    lag = CollectorRegistry(auto_describe=False)
-    lag.register(PersistLagCollector())
-    return generate_latest(registry) + generate_latest(lag)
+    scraped = CollectorRegistry(auto_describe=False)
+    for collector in _scrape_collectors:
+        scraped.register(collector)
+    return generate_latest(registry) + generate_latest(scraped)

@@ -1,12 +1,12 @@
-"""Keep the Redis user hash (auth layer 2) in step with PostgreSQL, after commit."""
+"""Keep the Redis user hash (auth layer 2, accounts.user_cache) in step with PostgreSQL, after commit."""
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import User
-from accounts.selectors import local_forget, user_cache_store, user_hash_key
-from flashbid.redis import get_redis
+from accounts.user_cache import local_forget, user_cache_store, user_hash_key
+from core.redis import get_redis
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")

@@ -1,5 +1,9 @@
-"""The API's error vocabulary: one exception, stable machine codes, one body shape, and the input
-types whose violations the API answers with 422 `invalid`."""
+"""The error vocabulary: stable machine codes and the one exception that carries them.
+
+Domain code (services, selectors, settlement, persistence, the live state) raises
+`ApplicationError(code, detail)`: a code and a human sentence, never an HTTP status. The API's
+edge (flashbid/api.py, `STATUS_OF_CODE`) is the one place that maps a code to a status and the
+contract's {"detail", "code"} body; pages, consumers and commands read the code."""
 
 from enum import StrEnum
 from typing import Annotated
@@ -28,24 +32,27 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    RECOVERING = "recovering"
+    HAS_BIDS = "has_bids"
 
 
-class ApiError(Exception):
-    """Raised by services and handlers; rendered as {"detail", "code"} with `status`."""
+class ApplicationError(Exception):
+    """A refusal with a stable code. `field` names the input it is about (forms put the message
+    next to that field); `retry_after` (seconds) says when trying again makes sense."""
 
-    def __init__(self, status: int, code: ErrorCode, detail: str, *, headers: dict | None = None):
+    def __init__(self, code: ErrorCode, detail: str, *, field: str | None = None, retry_after: int | None = None):
         super().__init__(detail)
-        self.status = status
         self.code = code
         self.detail = detail
-        self.headers = headers or {}
+        self.field = field
+        self.retry_after = retry_after
 
     def body(self) -> dict:
         return {"detail": self.detail, "code": str(self.code)}
 
 
 class ErrorOut(Schema):
-    """The body of every 4xx answer."""
+    """The body of every error answer."""
 
     detail: str
     code: str

@@ -1,4 +1,4 @@
-"""What a session's WebSocket listeners receive, and publishing it through the channel layer.
+"""The frames a session's WebSocket listeners receive, and publishing them through the channel layer.
 
 Every frame is JSON text; the pages depend on exactly these shapes (times are UTC ISO-8601 with Z,
 prices decimal strings, scores JSON numbers, as in the HTTP API):
@@ -25,8 +25,9 @@ import logging
 
 from channels.layers import get_channel_layer
 
-from flashbid.json import dumps
-from flashbid.metrics import PUSHES
+from auctions.selectors import results_get
+from core.json import dumps
+from core.metrics import PUSHES
 from leaderboard.selectors import Board, board_page_body
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,9 @@ def publish_sync(session_id: object, message: dict) -> None:
         logger.exception("could not publish to session %s listeners", session_id)
 
 
-def announce_settled(session_id: str) -> None:
-    from auctions.selectors import results_get
-
+def announce_settled(sender, *, session_id: str, **kwargs) -> None:
+    """Receiver of auctions.events.session_settled (connected in LeaderboardConfig.ready): the
+    results frame to every listener of the session."""
     results = results_get(session_id=session_id)
     if results is not None:
         publish_sync(session_id, {"type": "results", "results": results})

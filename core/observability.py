@@ -17,7 +17,7 @@ from contextvars import ContextVar
 
 from django.conf import settings
 
-from flashbid.metrics import process_gauges_refresh
+from core.metrics import process_gauges_refresh
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 HEADER = "X-Request-ID"
@@ -47,7 +47,7 @@ class RequestIdFilter(logging.Filter):
 
 class RequestContext:
     """ASGI wrapper: request id in, request id out, one log line for requests slower than
-    SLOW_REQUEST_MS, and the process gauges refreshed now and then (flashbid.metrics)."""
+    SLOW_REQUEST_MS, and the process gauges refreshed now and then (core.metrics)."""
 
     def __init__(self, app):
         self.app = app

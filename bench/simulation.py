@@ -46,9 +46,9 @@ def bots_prepare(count: int, *, prefix: str = "sim", tokens: bool = True) -> lis
     from django.contrib.auth.hashers import make_password
 
     from accounts.models import User
-    from accounts.selectors import user_cache_store
     from accounts.tokens import token_issue
-    from flashbid.redis import get_redis
+    from accounts.user_cache import user_cache_store
+    from core.redis import get_redis
 
     names = [f"{prefix}-{n:04d}" for n in range(1, count + 1)]
     wanted = set(names)

@@ -1,0 +1,148 @@
+"""The user cache: `get_current_user` with three layers, so the hot path never runs SQL.
+
+1. an in-process TTL+LRU cache (AUTH_LOCAL_CACHE_TTL_SECONDS, bounded size);
+2. the Redis user hash fb:user:<id> (username, weight, is_admin, is_active, token version,
+   session auth hash), written at once whenever the user changes;
+3. PostgreSQL, only on a cold miss, which refills (2).
+A change reaches every process within the local TTL (accounts.receivers writes layer 2 after
+every save).
+"""
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+from django.conf import settings
+
+from accounts.models import User
+from core.db import orm
+from core.metrics import AUTH_CACHE
+from core.redis import get_async_redis, get_redis, key
+
+USER_HASH_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    id: str
+    username: str
+    weight: float
+    is_admin: bool
+    is_active: bool
+    token_version: int
+    session_hash: str
+
+
+_local: TTLCache = TTLCache(maxsize=settings.AUTH_LOCAL_CACHE_SIZE, ttl=settings.AUTH_LOCAL_CACHE_TTL_SECONDS)
+# Sync callers (pages, admin) run in threads; cachetools' caches are not thread-safe.
+_local_lock = threading.Lock()
+
+
+def user_hash_key(user_id: object) -> str:
+    return key("user", user_id)
+
+
+def user_hash_fields(user: User) -> dict[str, str]:
+    return {
+        "username": user.username,
+        "weight": repr(float(user.weight)),
+        "is_admin": "1" if user.is_staff else "0",
+        "is_active": "1" if user.is_active else "0",
+        "tv": str(user.token_version),
+        "sh": user.get_session_auth_hash(),
+    }
+
+
+def _from_hash(user_id: str, data: dict[str, str]) -> CurrentUser:
+    return CurrentUser(
+        id=user_id,
+        username=data["username"],
+        weight=float(data["weight"]),
+        is_admin=data["is_admin"] == "1",
+        is_active=data["is_active"] == "1",
+        token_version=int(data["tv"]),
+        session_hash=data.get("sh", ""),
+    )
+
+
+def user_cache_store(user: User, *, pipe=None) -> dict[str, str]:
+    """Write the Redis layer for `user` (on every change and on cold misses); forget the local copy.
+    With `pipe`, the commands join that pipeline (the caller executes it)."""
+    fields = user_hash_fields(user)
+    own = pipe is None
+    pipe = get_redis().pipeline() if own else pipe
+    pipe.hset(user_hash_key(user.pk), mapping=fields)
+    pipe.expire(user_hash_key(user.pk), USER_HASH_TTL_SECONDS)
+    if own:
+        pipe.execute()
+    local_forget(str(user.pk))
+    return fields
+
+
+def local_forget(user_id: str) -> None:
+    with _local_lock:
+        _local.pop(user_id, None)
+
+
+def local_clear() -> None:
+    with _local_lock:
+        _local.clear()
+
+
+def _normalise_id(user_id: str) -> str | None:
+    try:
+        return str(uuid.UUID(user_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _load_cold(user_id: str) -> CurrentUser | None:
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return None
+    AUTH_CACHE.labels("db").inc()
+    return _from_hash(user_id, user_cache_store(user))
+
+
+def _local_get(user_id: str) -> CurrentUser | None:
+    with _local_lock:
+        return _local.get(user_id)
+
+
+def _local_put(user: CurrentUser) -> None:
+    with _local_lock:
+        _local[user.id] = user
+
+
+async def get_current_user(user_id: str) -> CurrentUser | None:
+    """The user with this id from the cheapest layer that has it; None if no such user."""
+    user_id = _normalise_id(user_id)
+    if user_id is None:
+        return None
+    if (user := _local_get(user_id)) is not None:
+        AUTH_CACHE.labels("local").inc()
+        return user
+    data = await get_async_redis().hgetall(user_hash_key(user_id))
+    if data:
+        AUTH_CACHE.labels("redis").inc()
+        user = _from_hash(user_id, data)
+    else:
+        user = await orm(_load_cold, user_id)
+    if user is not None:
+        _local_put(user)
+    return user
+
+
+def get_current_user_sync(user_id: str) -> CurrentUser | None:
+    """The same lookup for sync code (pages, management commands)."""
+    user_id = _normalise_id(user_id)
+    if user_id is None:
+        return None
+    if (user := _local_get(user_id)) is not None:
+        return user
+    data = get_redis().hgetall(user_hash_key(user_id))
+    user = _from_hash(user_id, data) if data else _load_cold(user_id)
+    if user is not None:
+        _local_put(user)
+    return user

@@ -1,0 +1,49 @@
+"""The private internals of Django, django-ninja and psycopg's pool that our code relies on, checked
+against the pinned versions (requirements.txt). A version bump that changes one of them fails here,
+loudly and by name, instead of degrading the fast path or the metrics silently."""
+
+import inspect
+
+import django
+import ninja
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.db import connections
+from django.http import HttpResponse
+from ninja import NinjaAPI
+
+
+def test_pinned_versions_are_the_ones_checked():
+    assert django.__version__ == "6.1.3", "flashbid/handlers.py was checked against Django 6.1.3: re-check it"
+    assert ninja.__version__ == "1.7.1", "flashbid/api.py was checked against django-ninja 1.7.1: re-check it"
+
+
+def test_asgi_handler_internals_used_by_the_lean_handlers_exist():
+    """flashbid/handlers.py: APIHandler.load_middleware sets these, RedisOnlyHandler.handle calls those."""
+    handler = ASGIHandler()
+    for attribute in ("_view_middleware", "_template_response_middleware", "_exception_middleware",
+                      "_middleware_chain"):
+        assert hasattr(handler, attribute), attribute
+    for method, parameters in (("read_body", ["receive"]), ("create_request", ["scope", "body_file"]),
+                               ("send_response", ["response", "send"]), ("run_get_response", ["request"]),
+                               ("handle", ["scope", "receive", "send"])):
+        assert list(inspect.signature(getattr(ASGIHandler, method)).parameters)[1:] == parameters, method
+    for method in ("_get_response", "_get_response_async", "load_middleware", "get_response_async"):
+        assert list(inspect.signature(getattr(BaseHandler, method)).parameters)[1:] in (
+            ["request"], ["is_async"]), method
+    assert isinstance(HttpResponse()._resource_closers, list)
+
+
+def test_ninja_get_urls_is_the_method_the_api_overrides():
+    """flashbid/api.py: FlashBidAPI._get_urls wraps ninja's URL patterns."""
+    assert list(inspect.signature(NinjaAPI._get_urls).parameters) == ["self"]
+    assert "_get_urls" in inspect.getsource(NinjaAPI.urls.fget)
+
+
+def test_database_wrapper_keeps_its_pools_where_the_pool_gauge_reads_them(db):
+    """core/metrics.py: the pool gauge reads `type(wrapper)._connection_pools[alias]`."""
+    wrapper = connections["default"]
+    pools = type(wrapper)._connection_pools
+    assert isinstance(pools, dict)
+    wrapper.ensure_connection()
+    assert wrapper.alias in pools and callable(pools[wrapper.alias].get_stats)
