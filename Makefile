@@ -1,4 +1,4 @@
-.PHONY: up test lint bench scale-out scale-out-stop
+.PHONY: up test lint bench chaos scale-out scale-out-stop
 
 up:  ## bring the whole system up (web, worker, beat, flower); Ctrl-C stops it
 	deploy/up.sh
@@ -19,3 +19,7 @@ bench:  ## the benchmark suite (production configuration, loopback); ARGS="--rec
 	deploy/bootstrap.sh requirements.txt
 	deploy/debian-packages.sh wrk
 	.venv/bin/python bench/run.py $(ARGS)
+
+chaos:  ## the chaos run (~3 min, loopback, as root): own PostgreSQL + Redis, faults injected during a session, durability checked; ARGS="--seed 1 --keep"
+	deploy/bootstrap.sh requirements.txt
+	.venv/bin/python bench/chaos.py $(ARGS)
