@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.db.models import Count, Max
 
-from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking
+from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking, SessionStatus
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -39,17 +39,37 @@ class RankingInline(admin.TabularInline):
 @admin.register(BiddingSession)
 class BiddingSessionAdmin(admin.ModelAdmin):
     list_display = ("id", "product", "status", "bidder_count", "top_price", "upset_price", "inventory",
-                    "start_time", "end_time", "final_price")
+                    "start_time", "end_time", "final_price", "alert")
     list_filter = ("status", "start_time", "end_time")
     search_fields = ("id", "product__name")
     list_select_related = ("product",)
-    readonly_fields = ("id", "status", "final_price", "settled_at", "created_by", "created_at", "updated_at")
+    readonly_fields = ("id", "status", "final_price", "settled_at", "settlement_alert", "created_by", "created_at",
+                       "updated_at")
     autocomplete_fields = ("product",)
     date_hierarchy = "start_time"
     inlines = [RankingInline]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_bidders=Count("bids"), _top=Max("bids__price"))
+
+    def get_readonly_fields(self, request, obj=None):
+        """A settled session is a record: nothing of it changes any more."""
+        if obj is not None and obj.status == SessionStatus.SETTLED:
+            return [field.name for field in obj._meta.fields]
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Writes only what the form changed: a save never puts back a status, price or settlement
+        time the settlement wrote after the form was loaded."""
+        if change:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        else:
+            obj.created_by = request.user
+            obj.save()
+
+    @admin.display(description="alert", boolean=True)
+    def alert(self, obj) -> bool:
+        return bool(obj.settlement_alert)
 
     @admin.display(description="bidders", ordering="_bidders")
     def bidder_count(self, obj) -> int:
@@ -59,10 +79,6 @@ class BiddingSessionAdmin(admin.ModelAdmin):
     def top_price(self, obj):
         return obj._top
 
-    def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(Bid)

@@ -1,5 +1,9 @@
-"""A session's live state in Redis: its keys, its Lua scripts, the parameter hash loaded from
-PostgreSQL on first use (cache-aside), the place_bid call, and the restore from PostgreSQL.
+"""A session's live state in Redis: its keys, its Lua scripts, the parameter hash, the place_bid
+call, and the primitives of closing and restoring it (auctions.recovery decides when).
+
+The state is *whole* when params and meta carry the same `epoch`; only a restore from PostgreSQL
+(state_write) writes one, so a state Redis lost in part (a flush, a restart without AOF, an
+eviction) is never taken for a session without bids: every script refuses it with "no_params".
 
 Every key of a session shares the hash tag {<session_id>} (core.redis.session_key), so each
 script stays valid on Redis Cluster.
@@ -8,9 +12,8 @@ script stays valid on Redis Cluster.
 from dataclasses import dataclass
 from pathlib import Path
 
-from auctions.models import Bid, BiddingSession, BidEvent, SessionStatus
+from auctions.models import Bid, BiddingSession, SessionStatus
 from auctions.rules import price_to_cents, rank_member, to_us
-from core.exceptions import ApplicationError, ErrorCode
 from core.redis import get_async_redis, get_redis, session_key
 from core.scripts import lua_sources
 from core.scripts import script as registered_script
@@ -70,34 +73,109 @@ def params_fields(session: BiddingSession) -> dict[str, str]:
     return fields
 
 
-def params_store(session: BiddingSession, pipe=None) -> None:
-    """(Re)write the session's parameter hash: on first use and after every admin edit.
-    With `pipe`, the commands join that pipeline (the caller executes it)."""
+def params_store(session: BiddingSession) -> None:
+    """Rewrite the session's terms in its parameter hash after an admin edit. Keeps what the hash
+    says about the live state itself (`epoch`): a hash that had no epoch stays not whole, and the
+    next reader restores the state. An end moved into the future reopens a closed session."""
     keys = session_keys(session.pk)
-    own = pipe is None
-    pipe = get_redis().pipeline() if own else pipe
-    pipe.delete(keys.params)
+    reopened = session.status != SessionStatus.SETTLED and to_us(session.end_time) > redis_clock_us()
+    pipe = get_redis().pipeline()
+    pipe.hdel(keys.params, "missing", "settled", *(["closed"] if reopened else []))
     pipe.hset(keys.params, mapping=params_fields(session))
-    if own:
-        pipe.execute()
+    pipe.execute()
 
 
-def params_load(session_id: object) -> bool:
-    """Cache-aside load of a session's parameters from PostgreSQL. False if there is no such
-    session (remembered briefly, so repeated unknown ids cost one query per interval)."""
-    session = BiddingSession.objects.filter(pk=session_id).first()
-    if session is None:
-        pipe = get_redis().pipeline()
-        pipe.hset(session_key(session_id, "params"), mapping={"missing": "1", "start_us": "0"})
-        pipe.expire(session_key(session_id, "params"), MISSING_TTL_SECONDS)
-        pipe.execute()
-        return False
-    params_store(session)
-    return True
+def missing_remember(session_id: object) -> None:
+    """Remember briefly that there is no such session, so repeated unknown ids cost one query per
+    MISSING_TTL_SECONDS."""
+    pipe = get_redis().pipeline()
+    pipe.hset(session_key(session_id, "params"), mapping={"missing": "1", "start_us": "0"})
+    pipe.expire(session_key(session_id, "params"), MISSING_TTL_SECONDS)
+    pipe.execute()
 
 
 def params_forget(session_id: object) -> None:
     get_redis().delete(session_key(session_id, "params"))
+
+
+def is_whole(session_id: object) -> bool:
+    """Whether the session's live state is whole: params and meta carry the same epoch (what
+    every script checks before it trusts the state)."""
+    keys = session_keys(session_id)
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.hmget(keys.params, "start_us", "epoch", "missing")
+    pipe.hget(keys.meta, "epoch")
+    (start_us, epoch, missing), meta_epoch = pipe.execute()
+    return bool(start_us and epoch and not missing and epoch == meta_epoch)
+
+
+def wholeness_break(session_id: object) -> None:
+    """Make every script refuse the state (bids answer `recovering` or wait) until a restore
+    writes a new epoch."""
+    get_redis().hdel(session_keys(session_id).params, "epoch")
+
+
+def counters(session_id: object) -> tuple[int, int]:
+    """(seq, ver) as Redis holds them now (0 when missing)."""
+    seq, ver = get_redis().hmget(session_keys(session_id).meta, "seq", "ver")
+    return int(seq or 0), int(ver or 0)
+
+
+_SEQ_FLOOR = """
+local seq = tonumber(redis.call("HGET", KEYS[1], "seq") or "0")
+if seq < tonumber(ARGV[1]) then
+  redis.call("HSET", KEYS[1], "seq", ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def seq_floor_raise(session_id: object, seq: int) -> bool:
+    """Make sure the next seq Redis hands out is above `seq` (one PostgreSQL already holds).
+    True if Redis was below it: it had lost writes."""
+    client = get_redis()
+    return bool(registered_script(client, "seq_floor", _SEQ_FLOOR)(keys=[session_keys(session_id).meta],
+                                                                   args=[seq]))
+
+
+def close(session_id: object) -> None:
+    """Settlement has begun: the bid script refuses every bid from now on, whatever the clocks say."""
+    get_redis().hset(session_keys(session_id).params, "closed", "1")
+
+
+def reopen(session_id: object) -> None:
+    """Undo `close` (the end was moved into the future before the settlement committed)."""
+    get_redis().hdel(session_keys(session_id).params, "closed")
+
+
+def state_write(session: BiddingSession, *, bids: list[Bid], names: dict[str, str], seq: int, version: int,
+                epoch: str, closed: bool) -> None:
+    """Replace the session's live state with `bids` (PostgreSQL's), in one MULTI: the ranking with
+    the stored scores and tie order (seq), each bidder's price, names, highest price, the counters,
+    and the new `epoch` in params and meta together, which makes the state whole again."""
+    keys = session_keys(session.pk)
+    pipe = get_redis().pipeline()
+    pipe.delete(keys.rank, keys.bids, keys.names, keys.meta, keys.params)
+    fields = params_fields(session)
+    fields["epoch"] = epoch
+    if closed:
+        fields["closed"] = "1"
+    pipe.hset(keys.params, mapping=fields)
+    for bid in bids:
+        user_id = str(bid.bidder_id)
+        member = rank_member(seq=bid.seq, user_id=user_id)
+        score_text = repr(bid.score)
+        pipe.zadd(keys.rank, {member: score_text})
+        pipe.hset(keys.bids, user_id, f"{price_to_cents(bid.price)}|{bid.seq}|{score_text}|"
+                                      f"{to_us(bid.accepted_at)}|{member}")
+        pipe.hset(keys.names, user_id, names[user_id])
+    highest = max((price_to_cents(b.price) for b in bids), default=0)
+    pipe.hset(keys.meta, mapping={"seq": seq, "ver": version, "hi": highest, "epoch": epoch})
+    if session.status == SessionStatus.SETTLED:
+        for name in keys.all():
+            pipe.expire(name, SETTLED_KEYS_TTL_SECONDS)
+    pipe.execute()
 
 
 def rate_key(session_id: object, user_id: str) -> str:
@@ -121,35 +199,3 @@ def place_bid_call(session_id: object, *, user_id: str, username: str, price: st
 def redis_clock_us() -> int:
     seconds, micros = get_redis().time()
     return int(seconds) * 1_000_000 + int(micros)
-
-
-def live_state_restore(*, session_id) -> int:
-    """Rebuild a session's live Redis state (params, ranking, bids, names, meta) from PostgreSQL,
-    e.g. after Redis lost its data. Returns the number of bidders restored.
-
-    Bids accepted but not yet persisted when Redis lost them cannot be restored from here: that
-    window is what Redis's AOF (appendfsync everysec) covers."""
-    session = BiddingSession.objects.filter(pk=session_id).first()
-    if session is None:
-        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
-    keys = session_keys(session.pk)
-    bids = list(Bid.objects.filter(session=session).select_related("bidder"))
-    last_seq = max([b.seq for b in bids] + list(BidEvent.objects.filter(session=session)
-                                                 .values_list("seq", flat=True).order_by("-seq")[:1]) + [0])
-    client = get_redis()
-    version = int(client.hget(keys.meta, "ver") or 0)
-    pipe = client.pipeline()
-    pipe.delete(keys.rank, keys.bids, keys.names, keys.meta)
-    params_store(session, pipe=pipe)
-    for bid in bids:
-        user_id = str(bid.bidder_id)
-        member = rank_member(seq=bid.seq, user_id=user_id)
-        score_text = repr(bid.score)
-        pipe.zadd(keys.rank, {member: score_text})
-        pipe.hset(keys.bids, user_id, f"{price_to_cents(bid.price)}|{bid.seq}|{score_text}|"
-                                      f"{to_us(bid.accepted_at)}|{member}")
-        pipe.hset(keys.names, user_id, bid.bidder.username)
-    highest = max((price_to_cents(b.price) for b in bids), default=0)
-    pipe.hset(keys.meta, mapping={"seq": last_seq, "ver": max(version, last_seq) + 1, "hi": highest})
-    pipe.execute()
-    return len(bids)

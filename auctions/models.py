@@ -39,6 +39,8 @@ class BiddingSession(models.Model):
     )
     final_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # Set by a settlement that found a mismatch it could not resolve (it settles all the same).
+    settlement_alert = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -99,7 +101,8 @@ class Bid(models.Model):
     """The current (highest) bid of one bidder in one session, as last accepted by the engine."""
 
     session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="bids")
-    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bids")
+    # PROTECT: a bidder who has bid cannot be deleted (deactivate instead): their bid is a promise.
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bids")
     price = models.DecimalField(max_digits=12, decimal_places=2)
     score = models.FloatField()
     seq = models.BigIntegerField()
@@ -127,14 +130,13 @@ class BidEvent(models.Model):
     Written only by persist_bids, in batches of thousands. Its relations have no database-level
     foreign-key constraint: checking them cost a fifth of persist throughput (a key-share lock on
     the user and session row per event, at commit). The writer joins each batch to accounts_user
-    (entries of deleted users are skipped) and only writes sessions that exist; deleting a user or
-    a session still deletes their events (Django's CASCADE). A user deleted during the few
-    milliseconds a persist batch is being written can leave that batch's rows of theirs behind,
-    referring to no user; they are history, no query of the live system reads them."""
+    and only writes sessions that exist. A user who has bid cannot be deleted (Django's PROTECT here
+    and on Bid, and auctions.receivers for bids still only in Redis); deleting a session still
+    deletes its events (Django's CASCADE)."""
 
     session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="bid_events",
                                 db_constraint=False, db_index=False)  # (session, seq) and (session, bidder) index it
-    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bid_events",
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bid_events",
                                db_constraint=False)
     seq = models.BigIntegerField()
     price = models.DecimalField(max_digits=12, decimal_places=2)
@@ -158,7 +160,7 @@ class Ranking(models.Model):
     """The settled order of one session: written once, by the settlement."""
 
     session = models.ForeignKey(BiddingSession, on_delete=models.CASCADE, related_name="rankings")
-    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings")
+    bidder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings")
     rank = models.PositiveIntegerField()
     price = models.DecimalField(max_digits=12, decimal_places=2)
     score = models.FloatField()

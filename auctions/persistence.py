@@ -5,6 +5,10 @@ the consumer group PERSIST_GROUP, written in one transaction per batch (BidEvent
 session+seq; the current Bid row per bidder only replaced by a higher seq), then acknowledged and
 deleted. An entry is acknowledged only after its batch committed, so a crash at any point leaves it
 pending, to be re-read by its consumer or reclaimed by another after settings.PERSIST_RECLAIM_IDLE_MS.
+
+A seq PostgreSQL already holds for a *different* bid means Redis lost writes and handed it out
+again: that bid is an alert (logged, counted) and is kept under a new seq, never skipped. After
+each batch Redis's seq is raised above what was written, so it hands out no seq PostgreSQL holds.
 """
 
 import logging
@@ -19,10 +23,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from auctions.live import session_keys
+from auctions.live import seq_floor_raise, session_keys
 from auctions.models import BiddingSession, SessionStatus
 from auctions.rules import us_to_datetime
-from core.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS
+from core.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS, PERSIST_SEQ_CONFLICTS, PERSIST_SKIPPED
 from core.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class PersistReport:
     events: int = 0
     bids: int = 0
     sessions: dict[str, int] = field(default_factory=dict)
+    # Sessions whose Redis seq was below what PostgreSQL now holds: Redis lost writes.
+    behind: set[str] = field(default_factory=set)
 
     def add(self, session_id: str, events: int, bids: int) -> None:
         self.events += events
@@ -55,7 +61,7 @@ class PersistReport:
             self.sessions[session_id] = self.sessions.get(session_id, 0) + events
 
     def as_dict(self) -> dict:
-        return {"events": self.events, "bids": self.bids, "sessions": self.sessions}
+        return {"events": self.events, "bids": self.bids, "sessions": self.sessions, "behind": sorted(self.behind)}
 
 
 def _ensure_group(client: redis.Redis, stream: str) -> None:
@@ -78,7 +84,30 @@ SELECT b.session_id, b.bidder_id, b.seq, b.price, b.score, b.weight, b.accepted_
 FROM persist_batch b JOIN accounts_user u ON u.id = b.bidder_id
 ON CONFLICT (session_id, seq) DO NOTHING
 """
-# DISTINCT ON: one statement cannot update the same row twice. The WHERE keeps a newer row.
+# Batch rows whose seq PostgreSQL holds for a different bid (only looked for when the insert above
+# skipped rows: an entry written before, re-read after a crash, is the same bid and no conflict).
+_CONFLICTS_SQL = """
+SELECT b.seq FROM persist_batch b
+JOIN auctions_bidevent e ON e.session_id = b.session_id AND e.seq = b.seq
+WHERE (e.bidder_id, e.price, e.accepted_at) IS DISTINCT FROM (b.bidder_id, b.price, b.accepted_at)
+"""
+# A conflicting row already kept under a new seq by an earlier write of the same entry: drop it.
+_KEPT_BEFORE_SQL = """
+DELETE FROM persist_batch b WHERE b.seq = ANY(%s) AND EXISTS (
+    SELECT 1 FROM auctions_bidevent e WHERE e.session_id = b.session_id AND e.bidder_id = b.bidder_id
+    AND e.price = b.price AND e.accepted_at = b.accepted_at)
+"""
+# The rest get new seqs above everything the session holds, in acceptance order.
+_RESEQUENCE_SQL = """
+WITH top AS (SELECT coalesce(max(seq), 0) AS seq FROM auctions_bidevent WHERE session_id = %s),
+     moved AS (SELECT b.ctid AS row, top.seq + row_number() OVER (ORDER BY b.accepted_at, b.seq) AS seq
+               FROM persist_batch b, top WHERE b.seq = ANY(%s))
+UPDATE persist_batch b SET seq = moved.seq FROM moved WHERE b.ctid = moved.row
+RETURNING b.seq
+"""
+# DISTINCT ON: one statement cannot update the same row twice. The WHERE keeps a newer row, and
+# never a lower price (the same bidder's later bid is always higher, unless Redis lost writes and
+# took a bid below one PostgreSQL holds: then the higher one stays the bidder's bid).
 _BIDS_SQL = """
 INSERT INTO auctions_bid (session_id, bidder_id, price, score, seq, accepted_at, updated_at)
 SELECT DISTINCT ON (b.session_id, b.bidder_id)
@@ -88,15 +117,18 @@ ORDER BY b.session_id, b.bidder_id, b.seq DESC
 ON CONFLICT (session_id, bidder_id) DO UPDATE
 SET price = excluded.price, score = excluded.score, seq = excluded.seq,
     accepted_at = excluded.accepted_at, updated_at = excluded.updated_at
-WHERE auctions_bid.seq < excluded.seq
+WHERE auctions_bid.seq < excluded.seq AND auctions_bid.price < excluded.price
 """
 
 
 @transaction.atomic
-def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[int, int]:
-    """Write one batch of stream entries in one transaction. Returns (events, bids) written.
+def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[int, int, int]:
+    """Write one batch of stream entries in one transaction. Returns (events, bids) written and
+    the largest seq the batch holds (after any re-sequencing).
 
-    Idempotent: re-writing an entry changes nothing. Entries of deleted users are skipped."""
+    Idempotent: re-writing an entry changes nothing. A seq already held by a different bid is
+    re-sequenced (see the module's docstring). Entries of users that no longer exist are skipped
+    and counted (a user who has bid cannot be deleted, so this is an alert too)."""
     with connection.cursor() as cursor:
         # The batch is joined to accounts_user to skip deleted users. A hash join would read the
         # whole user table on every batch (20+ ms at 100k users, growing with them); probing its
@@ -112,9 +144,40 @@ def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[
                                 us_to_datetime(int(f["t"]))))
         cursor.execute(_EVENTS_SQL)
         events = cursor.rowcount
+        if events < len(entries):
+            events += _conflicts_resolve(cursor, session_id, len(entries) - events)
         cursor.execute(_BIDS_SQL)
         bids = cursor.rowcount
-    return events, bids
+        cursor.execute("SELECT coalesce(max(seq), 0) FROM persist_batch")
+        max_seq = cursor.fetchone()[0]
+    return events, bids, max_seq
+
+
+def _conflicts_resolve(cursor, session_id: str, skipped: int) -> int:
+    """After the insert skipped `skipped` rows: keep every bid that collided with a different one
+    under a new seq. Returns the events written here."""
+    cursor.execute(_CONFLICTS_SQL)
+    conflicts = [row[0] for row in cursor.fetchall()]
+    if not conflicts:
+        cursor.execute("SELECT count(*) FROM persist_batch b WHERE NOT EXISTS "
+                       "(SELECT 1 FROM accounts_user u WHERE u.id = b.bidder_id)")
+        orphans = cursor.fetchone()[0]
+        if orphans:
+            PERSIST_SKIPPED.labels("no_such_user").inc(orphans)
+            logger.error("persist %s: %d bid(s) of users that no longer exist were not written", session_id, orphans)
+        return 0
+    # New seqs are taken from the session's maximum: one writer of them per session at a time.
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"persist-reseq:{session_id}"])
+    cursor.execute(_KEPT_BEFORE_SQL, [conflicts])
+    cursor.execute(_RESEQUENCE_SQL, [session_id, conflicts])
+    moved = [row[0] for row in cursor.fetchall()]
+    if not moved:
+        return 0
+    PERSIST_SEQ_CONFLICTS.inc(len(moved))
+    logger.error("persist %s: %d bid(s) carried a seq PostgreSQL holds for a different bid (Redis lost writes); "
+                 "kept under new seqs %s", session_id, len(moved), moved)
+    cursor.execute(_EVENTS_SQL)  # the moved rows have new seqs now; the others are skipped again
+    return cursor.rowcount
 
 
 def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, report: PersistReport) -> None:
@@ -127,13 +190,15 @@ def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, rep
     if not entries:
         return
     started = time.perf_counter()
-    events, bids = entries_write(session_id=session_id, entries=entries)
+    events, bids, max_seq = entries_write(session_id=session_id, entries=entries)
     ids = [entry_id for entry_id, _ in entries]
     # Only after the commit: acknowledge, then delete what PostgreSQL now holds.
     pipe = client.pipeline(transaction=False)
     pipe.xack(stream, PERSIST_GROUP, *ids)
     pipe.xdel(stream, *ids)
     pipe.execute()
+    if seq_floor_raise(session_id, max_seq):
+        report.behind.add(session_id)
     report.add(session_id, events, bids)
     PERSIST_BATCH_ROWS.observe(len(entries))
     PERSIST_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -182,6 +247,33 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
 
     read_group(">")  # new entries
     return report
+
+
+# A drain round ends with an empty read of new entries; more rounds are only needed while other
+# consumers hold entries they read before (each round claims them). Bounded, so a stuck stream
+# fails the caller (retried later) instead of hanging the worker.
+DRAIN_ROUNDS = 20
+
+
+class DrainIncomplete(RuntimeError):
+    """Entries were still pending on other consumers after DRAIN_ROUNDS rounds."""
+
+
+def session_drain_completely(*, session_id: str) -> None:
+    """Drain the stream until no entry is pending on any consumer: every entry anyone read is
+    claimed and written, never skipped (an entry acknowledged by anyone was committed first).
+    For a session no bid can be added to (closed, or held by a restore)."""
+    client = get_redis()
+    stream = session_keys(session_id).stream
+    for round_ in range(DRAIN_ROUNDS):
+        if round_:
+            time.sleep(0.05)
+        session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9)
+        pending = client.xpending(stream, PERSIST_GROUP)["pending"]
+        if not pending:
+            return
+        logger.info("drain of %s: %d entries still pending on other consumers; draining again", session_id, pending)
+    raise DrainIncomplete(f"session {session_id}: stream entries still pending after {DRAIN_ROUNDS} rounds")
 
 
 def sessions_to_persist() -> list[str]:

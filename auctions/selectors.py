@@ -3,7 +3,9 @@
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from auctions.models import BiddingSession, Ranking, SessionStatus, status_q
+from auctions import live
+from auctions.models import Bid, BiddingSession, BidEvent, Ranking, SessionStatus, status_q
+from core.redis import get_redis
 
 
 def sessions_list(*, status: str | None = None, limit: int = 100) -> QuerySet[BiddingSession]:
@@ -65,3 +67,19 @@ def results_get(*, session_id) -> dict | None:
 def bidder_ranking(*, session_id, bidder_id) -> Ranking | None:
     """One bidder's settled place in a session (None if they did not bid or it is not settled)."""
     return Ranking.objects.filter(session_id=session_id, bidder_id=bidder_id).first()
+
+
+def live_bid_sessions(*, user_id: str) -> list[str]:
+    """Open sessions where Redis holds a bid of this user (accepted, maybe not yet persisted)."""
+    open_ids = [str(pk) for pk in BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
+                .values_list("pk", flat=True)]
+    pipe = get_redis().pipeline(transaction=False)
+    for session_id in open_ids:
+        pipe.hexists(live.session_keys(session_id).bids, user_id)
+    return [session_id for session_id, held in zip(open_ids, pipe.execute(), strict=True) if held]
+
+
+def user_has_bids(*, user_id: str) -> bool:
+    """Whether the user has ever bid (PostgreSQL's record, or a bid only Redis holds so far)."""
+    return (Bid.objects.filter(bidder_id=user_id).exists() or BidEvent.objects.filter(bidder_id=user_id).exists()
+            or bool(live_bid_sessions(user_id=user_id)))

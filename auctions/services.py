@@ -11,10 +11,9 @@ from django.db import transaction
 from pydantic import WithJsonSchema
 
 from accounts.user_cache import CurrentUser
-from auctions import live
+from auctions import live, recovery
 from auctions.models import BiddingSession, Product
 from auctions.rules import price_to_cents, us_to_datetime
-from core.db import orm
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import BID_LATENCY, BIDS
 
@@ -59,7 +58,7 @@ BID_BODY_FIELDS = tuple(f.name for f in fields(BidResult) if not f.metadata.get(
 
 async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
                     idempotency_key: str | None = None) -> BidResult:
-    """Place a bid: one EVALSHA, no SQL once the session's parameters are in Redis.
+    """Place a bid: one EVALSHA, no SQL while the session's live state is whole in Redis.
 
     Raises ApplicationError with the contract's codes for every rejection."""
     started = time.perf_counter()
@@ -69,9 +68,12 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         idem_ttl=settings.IDEMPOTENCY_TTL_SECONDS, idempotency_key=idempotency_key)
     place = live.async_script("place_bid")
     reply = await place(keys=script_keys, args=args)
-    if reply[0] == "err" and reply[1] == "no_params":
-        await orm(live.params_load, session_id)
+    if reply[0] == "err" and reply[1] == "no_params":  # first use, or Redis lost the state: restore it
+        await recovery.live_state_await(session_id)
         reply = await place(keys=script_keys, args=args)
+        if reply[0] == "err" and reply[1] == "no_params":  # lost again meanwhile
+            raise ApplicationError(ErrorCode.RECOVERING, "The session's live state is being restored; "
+                                   "try again in a moment.", retry_after=1)
     if reply[0] == "err":
         code = reply[1]
         BIDS.labels(code).inc()

@@ -1,15 +1,19 @@
 """Settlement: the end of a session. Exactly once per session, from PostgreSQL's durable record.
 
 Order of work for one session (`session_settle`):
-1. check by Redis's clock that the session has ended (no bid can be accepted any more);
+1. check by Redis's clock that the session has ended, then close it in Redis (a flag the bid
+   script honours, so no bid is accepted from here on, whatever the clocks or stale parameters say);
 2. drain its stream into PostgreSQL (all pending entries, whoever holds them), and repeat until no
    entry is pending on any consumer: an entry another worker read but has not committed yet (a
    persist tick running at the same moment) is claimed and written too, never skipped;
 3. persist any bidder Redis ranks but PostgreSQL lacks or holds at an older seq (the stream
    entry was lost);
 4. in one transaction holding the session's row lock (SELECT ... FOR UPDATE SKIP LOCKED, so
-   racing workers skip it rather than wait): rank the Bid rows by the contract's order, write
-   Ranking rows, final_price, status=settled, settled_at;
+   racing workers skip it rather than wait): check `end_time` again (an admin who moved it into the
+   future meanwhile reopens the session: nothing is settled), rank the Bid rows by the contract's
+   order, write Ranking rows, final_price, status=settled, settled_at. A mismatch that cannot be
+   resolved (Redis ranks bidders PostgreSQL cannot hold) never blocks the settlement: it settles
+   PostgreSQL's record and raises an alert (log, metric, the session's `settlement_alert`);
 5. after commit: mark the Redis state settled and send `auctions.events.session_settled` (the
    leaderboard announces the result to listeners).
 """
@@ -26,7 +30,7 @@ from auctions.events import session_settled
 from auctions.models import Bid, BiddingSession, Ranking, SessionStatus, status_q
 from auctions.rules import RankedBid, cents_to_price, settle, to_us, us_to_datetime
 from core.exceptions import ApplicationError, ErrorCode
-from core.metrics import SETTLE_SECONDS, SETTLEMENTS
+from core.metrics import SETTLE_SECONDS, SETTLEMENT_ALERTS, SETTLEMENTS
 from core.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -39,29 +43,6 @@ class SettleOutcome:
     winners: int
     final_price: object
     seconds: float
-
-
-# A drain round ends with an empty read of new entries; more rounds are only needed while other
-# consumers hold entries they read before (each round claims them). Bounded, so a stuck stream
-# fails the settlement (retried next tick) instead of hanging the worker.
-DRAIN_ROUNDS = 20
-
-
-def _drain_completely(session_id: str) -> None:
-    """Drain the stream until no entry is pending on any consumer. The session has ended, so no
-    entry can be added; an entry acknowledged by anyone was committed to PostgreSQL first."""
-    client = get_redis()
-    stream = live.session_keys(session_id).stream
-    for round_ in range(DRAIN_ROUNDS):
-        if round_:
-            time.sleep(0.05)
-        persistence.session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9)
-        pending = client.xpending(stream, persistence.PERSIST_GROUP)["pending"]
-        if not pending:
-            return
-        logger.info("settlement %s: %d entries still pending on other consumers; draining again",
-                    session_id, pending)
-    raise RuntimeError(f"settlement {session_id}: stream entries still pending after {DRAIN_ROUNDS} rounds")
 
 
 def _persist_missing_from_redis(session_id: str) -> int:
@@ -102,8 +83,14 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     if live.redis_clock_us() < to_us(session.end_time):
         raise ApplicationError(ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
 
-    _drain_completely(str(session.pk))
-    live_bidders = get_redis().zcard(live.session_keys(session.pk).rank)
+    live.close(session.pk)
+    try:
+        persistence.session_drain_completely(session_id=str(session.pk))
+    except persistence.DrainIncomplete as exc:
+        raise ApplicationError(ErrorCode.UNAVAILABLE, f"{exc}; the settlement is retried shortly.",
+                               retry_after=10) from None
+    # A state that is not whole (Redis lost part of it) has nothing to add to PostgreSQL's record.
+    live_bidders = get_redis().zcard(live.session_keys(session.pk).rank) if live.is_whole(session.pk) else 0
     if live_bidders:
         _persist_missing_from_redis(str(session.pk))
     elif Bid.objects.filter(session=session).exists():
@@ -114,11 +101,21 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
                   .filter(pk=session.pk).exclude(status=SessionStatus.SETTLED).first())
         if locked is None:
             return None
+        if live.redis_clock_us() < to_us(locked.end_time):
+            # The end moved into the future since step 1 (an admin's edit): the session is open again.
+            live.reopen(locked.pk)
+            logger.warning("settlement %s: its end moved to %s meanwhile; reopened, not settled",
+                           locked.pk, locked.end_time)
+            return None
         bids = [RankedBid(bidder_id=str(b.bidder_id), price=b.price, score=b.score, seq=b.seq)
                 for b in Bid.objects.filter(session=locked).only("bidder_id", "price", "score", "seq")]
+        update_fields = ["final_price", "status", "settled_at", "updated_at"]
         if live_bidders and len(bids) < live_bidders:
-            raise RuntimeError(f"settlement {locked.pk}: PostgreSQL holds {len(bids)} bidders, "
-                               f"Redis ranks {live_bidders}; not settling")
+            locked.settlement_alert = (f"Redis ranked {live_bidders} bidders, PostgreSQL holds {len(bids)} "
+                                       f"(bids of users that no longer exist?); settled from PostgreSQL's record.")
+            update_fields.append("settlement_alert")
+            SETTLEMENT_ALERTS.inc()
+            logger.error("settlement %s: %s", locked.pk, locked.settlement_alert)
         outcome = settle(bids, inventory=locked.inventory)
         Ranking.objects.bulk_create(
             [Ranking(session=locked, bidder_id=bid.bidder_id, rank=rank, price=bid.price, score=bid.score,
@@ -129,7 +126,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
         locked.final_price = outcome.final_price
         locked.status = SessionStatus.SETTLED
         locked.settled_at = timezone.now()
-        locked.save(update_fields=["final_price", "status", "settled_at", "updated_at"])
+        locked.save(update_fields=update_fields)
         transaction.on_commit(lambda: _after_settled(str(locked.pk)))
     seconds = time.perf_counter() - started
     SETTLEMENTS.labels("settled").inc()

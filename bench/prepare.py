@@ -17,7 +17,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from auctions import live  # noqa: E402
+from auctions import live, recovery  # noqa: E402
 from auctions.rules import cents_to_price  # noqa: E402
 from bench import simulation  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
@@ -29,7 +29,7 @@ def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 
     """Place `rounds` rising bids for each (user id, username) through the real bid script, in
     pipelined batches (no HTTP): a board, or a stream for persist_bids, in seconds. Returns the
     number of bids placed."""
-    live.params_load(session_id)
+    recovery.live_state_ensure(session_id=session_id)
     client = get_redis()
     place = live.script(client, "place_bid")
     placed = 0

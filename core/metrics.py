@@ -40,6 +40,15 @@ PERSIST_BATCH_SECONDS = Histogram(
     "flashbid_persist_batch_seconds", "Time to write one persist batch (COPY, upserts, commit, ack).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+# Alerts: each of these counts something that should never happen unless Redis lost data.
+PERSIST_SEQ_CONFLICTS = Counter(
+    "flashbid_persist_seq_conflicts_total",
+    "Persisted bids whose seq was already taken by a different bid (Redis lost writes); kept under a new seq.")
+PERSIST_SKIPPED = Counter("flashbid_persist_skipped_total", "Stream entries not written, by reason.", ["reason"])
+LIVE_STATE_RESTORES = Counter("flashbid_live_state_restores_total",
+                              "Live session states restored from PostgreSQL, by reason.", ["reason"])
+SETTLEMENT_ALERTS = Counter("flashbid_settlement_alerts_total",
+                            "Settlements that found a mismatch they could not resolve (see the session's alert).")
 SETTLEMENTS = Counter("flashbid_settlements_total", "Settlement attempts by outcome.", ["outcome"])
 SETTLE_SECONDS = Histogram(
     "flashbid_settlement_seconds", "Time to settle one session (drain, rankings, commit).",

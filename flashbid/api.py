@@ -7,6 +7,7 @@ import inspect
 import logging
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed
 from django.urls import URLPattern
 from django.urls import path as django_path
@@ -174,6 +175,15 @@ def on_http_error(request: HttpRequest, exc: HttpError):
     status = exc.status_code
     code = codes.get(status, ErrorCode.INVALID if status < 500 else ErrorCode.UNAVAILABLE)
     return json_response({"detail": str(exc), "code": str(code)}, status=status)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request: HttpRequest, exc: Exception):
+    """PostgreSQL unreachable: what needs it waits (bids keep being accepted by Redis)."""
+    logger.error("database unavailable on %s: %s", request.path, exc)
+    return error_response(ErrorCode.UNAVAILABLE, "The database is temporarily unavailable; try again shortly.",
+                          headers={"Retry-After": "5"})
 
 
 @api.exception_handler(RedisError)

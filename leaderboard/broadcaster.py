@@ -45,7 +45,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
-from auctions import live
+from auctions import live, recovery
 from auctions.rules import us_to_datetime
 from core.db import orm
 from core.exceptions import ApplicationError
@@ -240,7 +240,7 @@ class Broadcaster:
                 pass
             elif reply[0] == "wait":
                 retry_at = now + int(reply[1]) / 1000
-            elif reply[1] == "no_params":  # Redis lost the session's parameters: reload, ask again
+            elif reply[1] == "no_params":  # the live state is not whole: restore it, ask again
                 unloaded.append(sid)
                 retry_at = now
             else:  # not_found
@@ -257,7 +257,8 @@ class Broadcaster:
         if script_lost:
             await get_async_redis().script_load(SOURCES["push_claim"])
         for sid in unloaded:
-            await orm(live.params_load, sid)  # outside any request: hand the connection back
+            # Outside any request (orm hands the connection back); another process may be restoring it.
+            await orm(recovery.live_state_ensure, session_id=sid)
 
     async def _push(self, session_id: str, token: str, *, board: bool, status: bool, now_us: int,
                     end_us: str) -> None:

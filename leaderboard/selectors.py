@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 from django.conf import settings
 
-from auctions import live
+from auctions import live, recovery
 from auctions.rules import cents_to_price, session_status, us_to_datetime
-from core.db import orm
 from core.exceptions import ApplicationError, ErrorCode
 
 
@@ -36,13 +35,16 @@ def _not_found() -> ApplicationError:
 
 
 async def _run(name: str, keys: list[str], args: list, session_id) -> list:
-    """Run a read script, loading the session's parameters first if Redis does not have them."""
+    """Run a read script, restoring the session's live state first if it is not whole."""
     script = live.async_script(name)
     reply = await script(keys=keys, args=args)
     if reply[0] == "err" and reply[1] == "no_params":
-        await orm(live.params_load, session_id)
+        await recovery.live_state_await(session_id)
         reply = await script(keys=keys, args=args)
-    if reply[0] == "err" and reply[1] in ("not_found", "no_params"):
+        if reply[0] == "err" and reply[1] == "no_params":  # lost again meanwhile
+            raise ApplicationError(ErrorCode.RECOVERING, "The session's live state is being restored; "
+                                   "try again in a moment.", retry_after=1)
+    if reply[0] == "err" and reply[1] == "not_found":
         raise _not_found()
     return reply
 
@@ -131,7 +133,7 @@ async def leaderboard_meta(*, session_id) -> dict:
 
 async def my_bid(*, session_id, user_id: str) -> dict:
     keys = live.session_keys(session_id)
-    reply = await _run("my_bid", [keys.params, keys.rank, keys.bids], [user_id], session_id)
+    reply = await _run("my_bid", [keys.params, keys.rank, keys.bids, keys.meta], [user_id], session_id)
     if reply[0] == "err":
         raise ApplicationError(ErrorCode.NO_BID, "You have no bid in this session.")
     _, cents, score, rank, inventory = reply

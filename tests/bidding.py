@@ -9,7 +9,7 @@ from decimal import Decimal
 from asgiref.sync import async_to_sync
 
 from accounts.user_cache import CurrentUser
-from auctions import live
+from auctions import live, recovery
 from auctions.models import Bid, BidEvent, Ranking
 from auctions.rules import RankedBid, cents_to_price, settle, to_us
 from auctions.services import BidResult, bid_place
@@ -35,7 +35,7 @@ def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: in
         list[BidResult], list[str]]:
     """Place every bidder's prices, in order per bidder, all bidders concurrently. Returns the
     accepted replies and the rejection codes."""
-    live.params_load(session_id)  # after this the bid path needs no SQL
+    recovery.live_state_ensure(session_id=session_id)  # after this the bid path needs no SQL
 
     async def run():
         accepted: list[BidResult] = []

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from websockets.asyncio.client import connect
 
-from auctions import live
+from auctions import recovery
 from auctions.services import bid_place
 from core.redis import get_redis
 from tests import bidding, processes
@@ -111,7 +111,7 @@ def test_500_sockets_get_the_final_state_of_a_burst_in_few_messages(started, mak
     a, b, web = _two_web_processes(started)
     session = make_session(inventory=10, alpha=1.0, beta=10.0)
     bidders = bidding.bidders(60)
-    live.params_load(session.pk)
+    recovery.live_state_ensure(session_id=session.pk)
     urls = [_ws_url(a if n % 2 else b, session) for n in range(SOCKETS)]
 
     async def scenario():

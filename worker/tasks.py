@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 from django.db import Error as DatabaseError
 
-from auctions import persistence, settlement
+from auctions import recovery, settlement
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ def _run(task: str, service, retry_hint: str):
 
 @shared_task(name="worker.tasks.persist_bids", ignore_result=True)
 def persist_bids() -> dict:
-    """Drain every open session's bid stream into PostgreSQL (bounded batches)."""
-    written = _run("persist_bids", persistence.bids_persist_all, "the entries stay in the streams for the next tick")
+    """Drain every open session's bid stream into PostgreSQL (bounded batches), then repair any
+    session whose live state Redis lost (auctions.recovery)."""
+    written = _run("persist_bids", recovery.persist_tick, "the entries stay in the streams for the next tick")
     if written.get("events"):
         logger.info("persist_bids wrote %(events)s events, %(bids)s bids", written)
     return written

@@ -9,19 +9,19 @@
 -- or {"err", "no_params"} / {"err", "not_found"}.
 -- Cost: O(log N + count): ZREVRANGE with a range, never the whole set.
 
-local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "inventory", "settled", "missing")
-if not p[1] then
-  return {"err", "no_params"}
-end
+local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "inventory", "settled", "missing", "epoch")
 if p[5] then
   return {"err", "not_found"}
+end
+local meta = redis.call("HMGET", KEYS[5], "ver", "hi", "epoch")
+if not p[1] or not p[6] or p[6] ~= meta[3] then
+  return {"err", "no_params"}  -- not whole (see place_bid.lua): restore first
 end
 local inventory = tonumber(p[3])
 local offset, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call("TIME")
 local now_text = string.format("%.0f", tonumber(t[1]) * 1000000 + tonumber(t[2]))
 
-local meta = redis.call("HMGET", KEYS[5], "ver", "hi")
 local total = redis.call("ZCARD", KEYS[2])
 local threshold = ""
 if total >= inventory then

@@ -1,10 +1,11 @@
 -- place_bid.lua: accept or reject one bid, atomically. The only writer of a session's live state.
 --
--- KEYS[1] params  hash  start_us, end_us, upset_cents, alpha, beta, gamma, inventory[, settled]
+-- KEYS[1] params  hash  start_us, end_us, upset_cents, alpha, beta, gamma, inventory, epoch
+--                       [, settled][, closed (settlement has begun: no more bids)][, missing]
 -- KEYS[2] rank    zset  member "<MAX_SEQ - seq, 16 digits>:<user id>", score = bid score
 -- KEYS[3] bids    hash  user id -> "<cents>|<seq>|<score>|<accepted_us>|<member>"
 -- KEYS[4] stream  stream of accepted bids (u, p, s, q, t, w), drained by persist_bids
--- KEYS[5] meta    hash  seq (last bid sequence), ver (board version), hi (highest cents)
+-- KEYS[5] meta    hash  seq (last bid sequence), ver (board version), hi (highest cents), epoch
 -- KEYS[6] names   hash  user id -> username (leaderboard rows without SQL)
 -- KEYS[7] rate    string, this bidder's attempts in the current one-second window
 -- KEYS[8] idem    string, the reply stored under the client's Idempotency-Key
@@ -13,8 +14,10 @@
 -- Reply, accepted: {"ok", score, rank, total_bidders, threshold ("" while < K bidders), seq,
 --                   accepted_us, version, is_winning ("1"/"0"), replayed (0/1)}, all but the
 --                   last as strings
--- Reply, rejected: {"err", code, retry_after_ms}; code "no_params" asks the caller to load the
---                   session's parameters from PostgreSQL and try again.
+-- Reply, rejected: {"err", code, retry_after_ms}; code "no_params" asks the caller to restore the
+--                   session's live state from PostgreSQL and try again: the parameters are missing,
+--                   or params and meta do not carry the same epoch (the state is not whole: Redis
+--                   lost some of it, or a restore is under way). No bid is accepted onto such a state.
 --
 -- The clock is Redis's own TIME: one clock for every web process.
 
@@ -36,12 +39,13 @@ if use_idem then
 end
 
 local p = redis.call("HMGET", params_key,
-  "start_us", "end_us", "upset_cents", "alpha", "beta", "gamma", "inventory", "settled", "missing")
-if not p[1] then
-  return {"err", "no_params", 0}
-end
+  "start_us", "end_us", "upset_cents", "alpha", "beta", "gamma", "inventory", "settled", "missing", "epoch",
+  "closed")
 if p[9] then
   return {"err", "not_found", 0}
+end
+if not p[1] or not p[10] or p[10] ~= redis.call("HGET", meta_key, "epoch") then
+  return {"err", "no_params", 0}
 end
 local start_us, end_us, upset_cents = tonumber(p[1]), tonumber(p[2]), tonumber(p[3])
 local alpha, beta, gamma, inventory = tonumber(p[4]), tonumber(p[5]), tonumber(p[6]), tonumber(p[7])
@@ -53,7 +57,7 @@ local now_text = string.format("%.0f", now_us)
 if now_us < start_us then
   return {"err", "session_not_started", 0}
 end
-if now_us >= end_us or p[8] then
+if now_us >= end_us or p[8] or p[11] then
   return {"err", "session_ended", 0}
 end
 
@@ -118,8 +122,8 @@ local winning = "0"
 if rank <= inventory then
   winning = "1"
 end
-local reply = {"ok", score_text, tostring(rank), tostring(total), threshold, tostring(seq), now_text,
-  tostring(version), winning, 0}
+local reply = {"ok", score_text, tostring(rank), tostring(total), threshold, string.format("%.0f", seq), now_text,
+  string.format("%.0f", version), winning, 0}
 if use_idem then
   redis.call("SET", idem_key, cjson.encode(reply), "EX", idem_ttl)
 end

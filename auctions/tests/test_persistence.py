@@ -1,8 +1,11 @@
 """persist_bids' writer (auctions.persistence) on edge cases the system tests do not reach: users
-deleted while their bids wait in the stream, and deletes cascading to the history, which has no
-database-level foreign keys (auctions.models.BidEvent says why)."""
+removed while their bids wait in the stream, a bidder's deletion refused, and a session's deletion
+cascading to the history, which has no database-level foreign keys (auctions.models.BidEvent says
+why)."""
 
 import pytest
+from django.db import connection
+from django.db.models import ProtectedError
 
 from accounts.models import User
 from auctions import live, persistence
@@ -13,12 +16,14 @@ from tests import bidding
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_entries_of_a_deleted_user_are_skipped_and_acknowledged(make_session):
+def test_entries_of_a_user_removed_behind_djangos_back_are_skipped_and_acknowledged(make_session):
     session = make_session()
     users = bidding.bidders(3)
     accepted, _ = bidding.place(session.pk, [(user, ["20.00", "21.00"]) for user in users])
     assert len(accepted) == 6
-    User.objects.filter(pk=users[0].id).delete()
+    # Django refuses to delete a bidder (see the next test); only SQL can remove one.
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM accounts_user WHERE id = %s", [users[0].id])
 
     report = persistence.session_drain(session_id=str(session.pk))
 
@@ -30,7 +35,7 @@ def test_entries_of_a_deleted_user_are_skipped_and_acknowledged(make_session):
     assert get_redis().xlen(live.session_keys(session.pk).stream) == 0  # nothing left to retry forever
 
 
-def test_deleting_a_user_or_a_session_deletes_their_history(make_session):
+def test_a_bidder_cannot_be_deleted_and_deleting_a_session_deletes_its_history(make_session):
     session, other = make_session(), make_session()
     users = bidding.bidders(2)
     for s in (session, other):
@@ -38,7 +43,10 @@ def test_deleting_a_user_or_a_session_deletes_their_history(make_session):
         persistence.session_drain(session_id=str(s.pk))
     assert BidEvent.objects.count() == 4
 
-    User.objects.filter(pk=users[0].id).delete()
-    assert sorted(str(b) for b in BidEvent.objects.values_list("bidder_id", flat=True)) == [users[1].id] * 2
+    with pytest.raises(ProtectedError):
+        User.objects.filter(pk=users[0].id).delete()
+    assert User.objects.filter(pk=users[0].id).exists()
+    assert sorted(str(b) for b in BidEvent.objects.values_list("bidder_id", flat=True)) == sorted(
+        [users[0].id, users[1].id] * 2)
     session.delete()
-    assert list(BidEvent.objects.values_list("session_id", flat=True)) == [other.pk]
+    assert list(BidEvent.objects.values_list("session_id", flat=True)) == [other.pk] * 2

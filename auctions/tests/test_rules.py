@@ -65,7 +65,8 @@ def test_the_bid_script_follows_the_pure_rules(bids, alpha, beta, gamma, invento
     start_us = now_us - 3_000_000
     client.hset(keys.params, mapping={"start_us": start_us, "end_us": now_us + 3_600_000_000, "upset_cents": 1,
                                       "alpha": repr(alpha), "beta": repr(beta), "gamma": repr(gamma),
-                                      "inventory": inventory})
+                                      "inventory": inventory, "epoch": "e"})
+    client.hset(keys.meta, "epoch", "e")  # a whole live state (auctions.live)
     place = live.script(client, "place_bid")
     current: dict[str, RankedBid] = {}
     for bidder, cents, weight in bids:

@@ -18,12 +18,12 @@
 --
 -- The clock is Redis's TIME, like the bid script's: "ended" means what the bid script refuses by.
 
-local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "settled", "missing")
-if not p[1] then
-  return {"err", "no_params"}
-end
+local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "settled", "missing", "epoch")
 if p[4] then
   return {"err", "not_found"}
+end
+if not p[1] or not p[5] or p[5] ~= redis.call("HGET", KEYS[2], "epoch") then
+  return {"err", "no_params"}  -- not whole (see place_bid.lua): the caller restores it
 end
 local t = redis.call("TIME")
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])

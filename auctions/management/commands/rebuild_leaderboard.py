@@ -1,5 +1,5 @@
-from auctions.live import live_state_restore
 from auctions.management.session_command import SessionCommand
+from auctions.recovery import live_state_restore
 
 
 class Command(SessionCommand):

@@ -1,0 +1,164 @@
+"""Keeping a session's live state in Redis whole, from PostgreSQL's durable record.
+
+Redis can lose a session's state (a flush, a restart without AOF, a failover to an empty replica,
+an eviction) or come back older than PostgreSQL (AOF `everysec` loses its last second while a
+persist tick already committed some of those bids). Either way no bid may be accepted onto what is
+left: every script refuses a state that is not whole (auctions.live), and the first reader restores
+it here, once, under a per-session lock, while the others wait briefly or are told `recovering`.
+
+A restore writes the ranking with the stored scores and tie order, prices, names and the highest
+price from PostgreSQL; seq continues above everything PostgreSQL holds (a seq is never reused) and
+the board version above everything Redis or the clock has seen (it never goes backwards).
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+
+from django.db.models import Max
+
+from auctions import live, persistence
+from auctions.models import Bid, BiddingSession, BidEvent, SessionStatus
+from auctions.rules import to_us
+from core.db import orm
+from core.exceptions import ApplicationError, ErrorCode
+from core.metrics import LIVE_STATE_RESTORES
+from core.redis import get_redis, session_key
+
+logger = logging.getLogger(__name__)
+
+# A restore of 100,000 bidders takes a few seconds; the lock outlives it, and a restorer that died
+# holds it no longer than this.
+RESTORE_LOCK_SECONDS = 60
+# How long a request waits for a restore under way before it answers 503 `recovering`.
+RESTORE_WAIT_SECONDS = 2.0
+# How long rebuild_leaderboard (or the persist tick's repair) waits for another restore to finish.
+RESTORE_LOCK_WAIT_SECONDS = 30
+
+
+def _lock(session_id, *, wait: float | None = None):
+    return get_redis().lock(session_key(session_id, "restore"), timeout=RESTORE_LOCK_SECONDS,
+                            blocking=wait is not None, blocking_timeout=wait)
+
+
+def _pg_max_seq(session_id) -> int:
+    """The largest seq PostgreSQL holds for the session: its bid log's (every Bid row is written
+    with its BidEvent); one probe of the (session, seq) unique index."""
+    return BidEvent.objects.filter(session_id=session_id).aggregate(m=Max("seq"))["m"] or 0
+
+
+def _restore(session_id, *, reason: str) -> int | None:
+    """Write the live state from PostgreSQL. Needs the session's restore lock. Returns the number of
+    bidders restored, None if there is no such session (remembered briefly)."""
+    session = BiddingSession.objects.filter(pk=session_id).first()
+    if session is None:
+        live.missing_remember(session_id)
+        return None
+    bids = list(Bid.objects.filter(session=session).select_related("bidder").only(
+        "bidder_id", "bidder__username", "price", "score", "seq", "accepted_at"))
+    names = {str(bid.bidder_id): bid.bidder.username for bid in bids}
+    redis_seq, redis_version = live.counters(session.pk)
+    now_us = live.redis_clock_us()
+    was_closed = bool(get_redis().hget(live.session_keys(session.pk).params, "closed"))
+    live.state_write(
+        session, bids=bids, names=names,
+        seq=max(redis_seq, _pg_max_seq(session.pk)),
+        # Above any version a reader may have seen: Redis's own if it kept one, else the clock's
+        # microseconds (a version grows by one per bid, far slower than the clock).
+        version=max(redis_version + 1, now_us),
+        epoch=secrets.token_hex(8),
+        # Settlement may have closed it already; and a session past its end takes no bid even if
+        # a clock steps back. An admin who moves the end into the future reopens it (params_store).
+        closed=was_closed or now_us >= to_us(session.end_time) or session.status == SessionStatus.SETTLED,
+    )
+    LIVE_STATE_RESTORES.labels(reason).inc()
+    logger.warning("restored the live state of session %s from PostgreSQL (%s): %d bidder(s)",
+                   session.pk, reason, len(bids))
+    return len(bids)
+
+
+def live_state_ensure(*, session_id, reason: str = "not_whole") -> str:
+    """Make the session's live state whole if it is not, unless another process is doing it.
+
+    Returns "whole" (nothing to do), "restored", "busy" (another restore holds the lock) or
+    "missing" (no such session). Cheap when whole: two Redis reads, no SQL."""
+    if live.is_whole(session_id):
+        return "whole"
+    lock = _lock(session_id)
+    if not lock.acquire():
+        return "busy"
+    try:
+        if live.is_whole(session_id):
+            return "whole"
+        return "missing" if _restore(session_id, reason=reason) is None else "restored"
+    finally:
+        _release(lock)
+
+
+async def live_state_await(session_id) -> None:
+    """For request paths that found the state not whole: restore it, or wait for the restore under
+    way. Raises `recovering` (with Retry-After) when that takes longer than RESTORE_WAIT_SECONDS."""
+    deadline = time.monotonic() + RESTORE_WAIT_SECONDS
+    while await orm(live_state_ensure, session_id=session_id) == "busy":
+        if time.monotonic() >= deadline:
+            raise ApplicationError(ErrorCode.RECOVERING,
+                                   "The session's live state is being restored; try again in a moment.",
+                                   retry_after=1)
+        await asyncio.sleep(0.05)
+
+
+def live_state_restore(*, session_id, reason: str = "rebuild") -> int:
+    """Hold the session (bids wait or get `recovering`), drain its stream into PostgreSQL, then
+    restore the live state from PostgreSQL. Never lowers seq or version. Returns the number of
+    bidders restored. For `rebuild_leaderboard` and for a Redis found older than PostgreSQL."""
+    if not BiddingSession.objects.filter(pk=session_id).exists():
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
+    lock = _lock(session_id, wait=RESTORE_LOCK_WAIT_SECONDS)
+    if not lock.acquire():
+        raise ApplicationError(ErrorCode.RECOVERING, "Another restore of this session is under way.", retry_after=5)
+    try:
+        live.wholeness_break(session_id)
+        persistence.session_drain_completely(session_id=str(session_id))
+        return _restore(session_id, reason=reason) or 0
+    finally:
+        _release(lock)
+
+
+def live_states_check(*, behind: set[str] = frozenset()) -> list[str]:
+    """After a persist tick: for every open session, restore a state that is not whole (even with
+    no reader), and repair one that is older than PostgreSQL (Redis lost writes: an alert).
+    `behind`: sessions the tick already found older (persistence.PersistReport.behind)."""
+    restored = []
+    for session_id in persistence.sessions_to_persist():
+        if not live.is_whole(session_id):
+            if live_state_ensure(session_id=session_id) == "restored":
+                restored.append(session_id)
+            continue
+        redis_seq, _ = live.counters(session_id)
+        pg_seq = _pg_max_seq(session_id)
+        if session_id in behind or redis_seq < pg_seq:
+            logger.error("session %s: Redis's seq %d was below PostgreSQL's %d: Redis lost writes; restoring "
+                         "its live state from PostgreSQL", session_id, redis_seq, pg_seq)
+            try:
+                live_state_restore(session_id=session_id, reason="behind_postgres")
+            except ApplicationError as exc:  # another restore holds it, or the session is gone: next tick
+                logger.warning("session %s: %s", session_id, exc.detail)
+                continue
+            restored.append(session_id)
+    return restored
+
+
+def _release(lock) -> None:
+    try:
+        lock.release()
+    except Exception:  # expired (a restore slower than the timeout): harmless, the state is whole or not
+        logger.warning("restore lock expired before it was released")
+
+
+def persist_tick() -> dict:
+    """One beat tick of the write-behind: persist every open session's stream, then make sure each
+    one's live state is whole and not older than what PostgreSQL now holds."""
+    report = persistence.bids_persist_all()
+    report["restored"] = live_states_check(behind=set(report["behind"]))
+    return report
