@@ -1,4 +1,4 @@
-"""Assertions shared by the API tests."""
+"""What the API tests share: the contract's error-body assertion and the bid endpoint's URL."""
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -9,3 +9,7 @@ def assert_error(response, status: int, code: str) -> dict:
     assert isinstance(body["detail"], str) and body["detail"]
     assert body["code"] == code
     return body
+
+
+def bids_url(session) -> str:
+    return f"/api/sessions/{session.pk}/bids"

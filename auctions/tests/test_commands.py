@@ -76,3 +76,10 @@ def test_create_session_prints_a_new_session_id(db, capsys):
 def test_rebuild_leaderboard_rejects_unknown_sessions(db):
     with pytest.raises(CommandError):
         call_command("rebuild_leaderboard", "00000000-0000-0000-0000-000000000000")
+
+
+def test_simulate_bidders_refuses_a_remote_target_and_an_unbounded_run():
+    with pytest.raises(CommandError, match="not loopback"):
+        call_command("simulate_bidders", "--url", "http://example.com", "--session", "x")
+    with pytest.raises(CommandError, match="duration"):
+        call_command("simulate_bidders", "--duration", "100000", "--session", "x")

@@ -1,4 +1,5 @@
-"""A real Celery worker and beat: beat's ticks reach the worker, which runs the tasks."""
+"""The tasks (worker.tasks) and their schedule (flashbid.celery) with a real Celery worker and beat:
+beat's ticks reach the worker, which runs the tasks."""
 
 import pytest
 from asgiref.sync import async_to_sync

@@ -1,4 +1,5 @@
-"""Publishing from sync code (Celery tasks, commands): delivered, and nothing left open behind."""
+"""Publishing frames (leaderboard.frames) from sync code (Celery tasks, commands): delivered, and
+nothing left open behind."""
 
 import gc
 import threading

@@ -1,4 +1,6 @@
-"""The bid path end to end through real HTTP requests on the ASGI app, real Redis, real PostgreSQL."""
+"""bid_place (auctions.services), the bid path end to end through real HTTP requests on the ASGI app,
+real Redis, real PostgreSQL: ranks and scores under concurrency, ties, the end, no SQL when warm,
+idempotent retries."""
 
 import asyncio
 import datetime as dt
@@ -9,25 +11,13 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db.backends import utils as db_utils
-from django.utils import timezone
 
 from auctions import live
 from auctions.rules import RankedBid, bid_score, ranking_order, to_us
 from core.redis import get_redis
+from tests.assertions import bids_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def bid_url(session) -> str:
-    return f"/api/sessions/{session.pk}/bids"
-
-
-@pytest.fixture
-def users(make_user):
-    def make(n: int, **kwargs):
-        return [make_user(**kwargs) for _ in range(n)]
-
-    return make
 
 
 async def test_concurrent_bids_rank_exactly_as_an_independent_recomputation(api, make_session, users, auth_header):
@@ -43,7 +33,7 @@ async def test_concurrent_bids_rank_exactly_as_an_independent_recomputation(api,
     rng.shuffle(plan)
 
     async def place(user_id, price):
-        return user_id, price, await api.post(bid_url(session), json={"price": str(price)}, headers=headers[user_id])
+        return user_id, price, await api.post(bids_url(session), json={"price": str(price)}, headers=headers[user_id])
 
     replies = await asyncio.gather(*(place(u, p) for u, p in plan))
     assert all(r.status_code in (201, 409) for _, _, r in replies), {r.status_code for _, _, r in replies}
@@ -84,8 +74,8 @@ async def test_concurrent_bids_rank_exactly_as_an_independent_recomputation(api,
 async def test_equal_scores_rank_the_earlier_bid_first(api, make_session, users, auth_header):
     session = await sync_to_async(make_session)(beta=0.0, gamma=1.0, inventory=1)
     first, second = await sync_to_async(users)(2, weight=1.0)
-    r1 = await api.post(bid_url(session), json={"price": "20.00"}, headers=auth_header(first))
-    r2 = await api.post(bid_url(session), json={"price": "20.00"}, headers=auth_header(second))
+    r1 = await api.post(bids_url(session), json={"price": "20.00"}, headers=auth_header(first))
+    r2 = await api.post(bids_url(session), json={"price": "20.00"}, headers=auth_header(second))
     assert r1.json()["score"] == r2.json()["score"]
     assert (r1.json()["rank"], r2.json()["rank"]) == (1, 2)
     assert r2.json()["is_winning"] is False
@@ -108,7 +98,7 @@ async def test_no_bid_is_accepted_at_or_after_the_end(api, make_session, users, 
         while not seen_ended:
             prices[str(user.pk)] += 0.01
             price = f"{prices[str(user.pk)]:.2f}"
-            r = await api.post(bid_url(session), json={"price": price}, headers=auth_header(user))
+            r = await api.post(bids_url(session), json={"price": price}, headers=auth_header(user))
             outcomes.append(r)
             if r.status_code == 409 and r.json()["code"] == "session_ended":
                 seen_ended = True
@@ -135,7 +125,7 @@ def test_warm_bid_runs_no_sql_in_any_thread(make_session, users, auth_header, mo
     async def post(price: str) -> httpx.Response:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-            return await client.post(bid_url(session), json={"price": price}, headers=headers)
+            return await client.post(bids_url(session), json={"price": price}, headers=headers)
 
     assert async_to_sync(post)("11.00").status_code == 201  # cold: loads params and the user
 
@@ -160,72 +150,11 @@ async def test_a_retry_with_the_same_idempotency_key_places_nothing_new(api, mak
     session = await sync_to_async(make_session)()
     (user,) = await sync_to_async(users)(1)
     headers = {**auth_header(user), "Idempotency-Key": "order-42"}
-    first = await api.post(bid_url(session), json={"price": "15.00"}, headers=headers)
-    again = await api.post(bid_url(session), json={"price": "15.00"}, headers=headers)
+    first = await api.post(bids_url(session), json={"price": "15.00"}, headers=headers)
+    again = await api.post(bids_url(session), json={"price": "15.00"}, headers=headers)
     assert first.status_code == 201 and again.status_code == 200
     assert again.json() == first.json()
     assert get_redis().xlen(live.session_keys(session.pk).stream) == 1
-    other = await api.post(bid_url(session), json={"price": "16.00"},
+    other = await api.post(bids_url(session), json={"price": "16.00"},
                            headers={**auth_header(user), "Idempotency-Key": "order-43"})
     assert other.status_code == 201 and other.json()["seq"] == 2
-
-
-async def test_an_emptied_script_cache_never_reaches_the_client(api, make_session, users, auth_header):
-    session = await sync_to_async(make_session)()
-    (user,) = await sync_to_async(users)(1)
-    assert (await api.post(bid_url(session), json={"price": "11.00"}, headers=auth_header(user))).status_code == 201
-    get_redis().script_flush()
-    response = await api.post(bid_url(session), json={"price": "12.00"}, headers=auth_header(user))
-    assert response.status_code == 201
-
-
-async def test_admin_edit_of_a_session_reaches_the_engine(api, make_session, users, auth_header):
-    session = await sync_to_async(make_session)(upset_price="10.00")
-    (user,) = await sync_to_async(users)(1)
-    assert (await api.post(bid_url(session), json={"price": "11.00"}, headers=auth_header(user))).status_code == 201
-    session.upset_price = Decimal("50.00")
-    await sync_to_async(session.save)()
-    response = await api.post(bid_url(session), json={"price": "12.00"}, headers=auth_header(user))
-    assert response.status_code == 422 and response.json()["code"] == "below_upset_price"
-
-
-async def test_leaderboard_pages_etag_and_meta(api, make_session, users, auth_header):
-    session = await sync_to_async(make_session)(inventory=2)
-    bidders = await sync_to_async(users)(5)
-    for i, user in enumerate(bidders):
-        await api.post(bid_url(session), json={"price": f"{20 + i}.00"}, headers=auth_header(user))
-    page2 = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2")
-    body = page2.json()
-    assert [e["rank"] for e in body["entries"]] == [3, 4]
-    assert body["total_pages"] == 3 and body["total_bidders"] == 5
-    assert [e["username"] for e in body["entries"]] == [bidders[2].username, bidders[1].username]
-    etag = page2.headers["ETag"]
-    same = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2",
-                         headers={"If-None-Match": etag})
-    assert same.status_code == 304
-    await api.post(bid_url(session), json={"price": "99.00"}, headers=auth_header(bidders[0]))
-    changed = await api.get(f"/api/sessions/{session.pk}/leaderboard?page=2&page_size=2",
-                            headers={"If-None-Match": etag})
-    assert changed.status_code == 200
-    meta = (await api.get(f"/api/sessions/{session.pk}/leaderboard/meta")).json()
-    assert set(meta) == {"version", "status", "total_bidders", "threshold_score", "highest_price", "end_time",
-                         "server_time"}
-    assert meta["highest_price"] == "99.00" and meta["status"] == "active"
-    mine = (await api.get(f"/api/sessions/{session.pk}/bids/me", headers=auth_header(bidders[0]))).json()
-    assert mine == {"price": "99.00", "score": 99.0, "rank": 1, "is_winning": True}
-    (outsider,) = await sync_to_async(users)(1)
-    none = await api.get(f"/api/sessions/{session.pk}/bids/me", headers=auth_header(outsider))
-    assert none.status_code == 404 and none.json()["code"] == "no_bid"
-
-
-async def test_sessions_list_filters_by_status(api, make_session):
-    active = await sync_to_async(make_session)()
-    scheduled = await sync_to_async(make_session)(starts_in=3600)
-    ended = await sync_to_async(make_session)(starts_in=-7200, lasts=60)
-    for status, session in (("active", active), ("scheduled", scheduled), ("ended", ended)):
-        listed = (await api.get(f"/api/sessions?status={status}")).json()
-        assert [s["id"] for s in listed] == [str(session.pk)]
-        assert listed[0]["status"] == status
-    detail = (await api.get(f"/api/sessions/{active.pk}")).json()
-    assert detail["upset_price"] == "10.00" and detail["product"]["name"] == active.product.name
-    assert detail["start_time"].endswith("Z") and timezone.now() > dt.datetime.fromisoformat(detail["start_time"])

@@ -1,4 +1,5 @@
-"""Every Django admin changelist and change page renders for a superuser."""
+"""The Django admin (auctions.admin, and every other registered model): each changelist and change
+page renders for a superuser; the session list shows bidders and top price; staff only."""
 
 import pytest
 from django.contrib import admin

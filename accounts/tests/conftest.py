@@ -1,0 +1,6 @@
+import pytest
+
+
+@pytest.fixture
+def bidder(make_user):
+    return make_user()

@@ -1,0 +1,38 @@
+"""The user cache (accounts.user_cache): a change to a user (here an admin's weight change) is
+written to the Redis user hash at once, and read through the cache layers by the next request."""
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from accounts.user_cache import local_clear, user_hash_key
+from core.redis import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user(is_staff=True)
+
+
+async def test_weight_set_by_an_admin_is_reflected_by_me_and_the_redis_user_hash(api, admin, bidder, auth_header):
+    bidder_headers = auth_header(bidder)
+    assert (await api.get("/api/auth/me", headers=bidder_headers)).json()["weight"] == 1.0
+
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 3.25}, headers=auth_header(admin))
+    assert response.status_code == 200, response.text
+
+    me = await api.get("/api/auth/me", headers=bidder_headers)
+    assert me.status_code == 200
+    assert me.json()["weight"] == 3.25
+    assert float(get_redis().hget(user_hash_key(bidder.pk), "weight")) == 3.25
+
+
+async def test_weight_set_by_an_admin_is_used_by_the_next_bid(api, admin, bidder, auth_header, make_session):
+    session = await sync_to_async(make_session)(alpha=0.0, beta=0.0, gamma=10.0)
+    await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 3.25}, headers=auth_header(admin))
+    local_clear()  # any process's in-process auth cache has expired
+    response = await api.post(f"/api/sessions/{session.pk}/bids", json={"price": "20.00"},
+                              headers=auth_header(bidder))
+    assert response.status_code == 201, response.text
+    assert response.json()["score"] == 32.5
