@@ -125,9 +125,10 @@ class Settlement:
 
 
 def settle(bids: list[RankedBid], *, inventory: int) -> Settlement:
-    """Winners are the first min(K, bidders); the final price is the K-th ranked bid's price, or
-    the last ranked bid's when there are fewer than K bidders; no bids, no price."""
+    """Winners are the first min(K, bidders); every winner pays one final price, the lowest price
+    among the winners, so no winner pays more than they bid (the ranking is by score, so the K-th
+    ranked bid's price may exceed a higher-ranked winner's own); no bids, no price."""
     ranking = ranking_order(bids)
     winners = min(inventory, len(ranking))
-    final_price = ranking[winners - 1].price if winners else None
+    final_price = min(bid.price for bid in ranking[:winners]) if winners else None
     return Settlement(ranking=ranking, winners=winners, final_price=final_price)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from psycopg_pool import ConnectionPool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -149,6 +150,10 @@ if DATABASE_POOL:
             "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
             "max_size": env_int("DATABASE_POOL_MAX_SIZE", 4),
             "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+            # A connection PostgreSQL closed (a restart, a failover) is replaced when it is handed
+            # out, instead of failing the request that gets it. One round trip per checkout: the
+            # bid path takes none, persist one per batch.
+            "check": ConnectionPool.check_connection,
         }
     }
 else:

@@ -46,6 +46,14 @@ def test_settlement_prices_at_the_kth_and_breaks_ties_by_seq():
     assert outcome.winners == 2 and outcome.final_price == Decimal("10")
 
 
+def test_no_winner_pays_more_than_their_bid_when_a_lower_price_ranks_higher():
+    # b's weight puts its lower price above c's: the K-th ranked price (c's 30) would overcharge b.
+    bids = [_bid("a", "40", 40.0, 1), _bid("b", "20", 35.0, 2), _bid("c", "30", 30.0, 3), _bid("d", "25", 25.0, 4)]
+    outcome = settle(bids, inventory=3)
+    assert [b.bidder_id for b in outcome.ranking[:outcome.winners]] == ["a", "b", "c"]
+    assert outcome.final_price == Decimal("20")
+
+
 bids_strategy = st.lists(
     st.tuples(st.integers(0, 7), st.integers(1, 100_000), st.sampled_from([0.5, 1.0, 1.5, 2.0])),
     min_size=1, max_size=40,
