@@ -14,7 +14,7 @@ from pathlib import Path
 
 from auctions.models import Bid, BiddingSession, SessionStatus
 from auctions.rules import price_to_cents, rank_member, to_us
-from core.redis import get_async_redis, get_redis, session_key
+from core.redis import get_async_redis, get_redis, key, session_key
 from core.scripts import lua_sources
 from core.scripts import script as registered_script
 
@@ -92,6 +92,30 @@ def missing_remember(session_id: object) -> None:
     pipe.hset(session_key(session_id, "params"), mapping={"missing": "1", "start_us": "0"})
     pipe.expire(session_key(session_id, "params"), MISSING_TTL_SECONDS)
     pipe.execute()
+
+
+# Every session id PostgreSQL holds (kept with the sessions: auctions.receivers; rebuilt by
+# auctions.recovery when Redis lost it), so that an unknown id costs no SQL. The sentinel member
+# makes the set exist while there is no session at all.
+KNOWN_SESSIONS_KEY = key("sessions")
+KNOWN_SENTINEL = "-"
+
+
+def known_add(*session_ids: object) -> None:
+    get_redis().sadd(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL, *map(str, session_ids))
+
+
+def known_remove(session_id: object) -> None:
+    get_redis().srem(KNOWN_SESSIONS_KEY, str(session_id))
+
+
+async def known_check(session_id: object) -> bool | None:
+    """Whether PostgreSQL holds this session, from Redis alone; None when Redis lost the set."""
+    pipe = get_async_redis().pipeline(transaction=False)
+    pipe.exists(KNOWN_SESSIONS_KEY)
+    pipe.sismember(KNOWN_SESSIONS_KEY, str(session_id))
+    exists, member = await pipe.execute()
+    return bool(member) if exists else None
 
 
 def params_forget(session_id: object) -> None:

@@ -21,6 +21,7 @@ def session_saved(sender, instance: BiddingSession, **kwargs) -> None:
         # settlement must not make Redis forget that the session is settled.
         session = BiddingSession.objects.filter(pk=session_id).first()
         if session is not None:
+            live.known_add(session.pk)
             live.params_store(session)
 
     transaction.on_commit(store)
@@ -29,7 +30,12 @@ def session_saved(sender, instance: BiddingSession, **kwargs) -> None:
 @receiver(post_delete, sender=BiddingSession, dispatch_uid="auctions.session_deleted")
 def session_deleted(sender, instance: BiddingSession, **kwargs) -> None:
     session_id = instance.pk
-    transaction.on_commit(lambda: live.params_forget(session_id))
+
+    def forget() -> None:
+        live.known_remove(session_id)
+        live.params_forget(session_id)
+
+    transaction.on_commit(forget)
 
 
 @receiver(pre_delete, sender=User, dispatch_uid="auctions.user_deleting")

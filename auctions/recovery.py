@@ -96,9 +96,42 @@ def live_state_ensure(*, session_id, reason: str = "not_whole") -> str:
         _release(lock)
 
 
+def known_sessions_rebuild() -> bool:
+    """Refill the set of known session ids from PostgreSQL (one query), unless another process is
+    doing it. True if this call did it. Adds only (SADD): ids added meanwhile by new sessions stay."""
+    lock = get_redis().lock(live.KNOWN_SESSIONS_KEY + ":rebuild", timeout=RESTORE_LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return False
+    try:
+        ids = [str(pk) for pk in BiddingSession.objects.values_list("pk", flat=True)]
+        for start in range(0, len(ids), 10_000):
+            live.known_add(*ids[start:start + 10_000])
+        live.known_add()
+        logger.warning("rebuilt the set of known session ids from PostgreSQL: %d session(s)", len(ids))
+        return True
+    finally:
+        _release(lock)
+
+
+async def session_known(session_id) -> bool:
+    """Whether the session exists, answered from Redis (no SQL), except once after Redis lost the
+    set of known ids: then one query refills it for every process."""
+    deadline = time.monotonic() + RESTORE_WAIT_SECONDS
+    while (known := await live.known_check(session_id)) is None:
+        if not await orm(known_sessions_rebuild):
+            if time.monotonic() >= deadline:
+                raise ApplicationError(ErrorCode.RECOVERING, "The session index is being restored; try again.",
+                                       retry_after=1)
+            await asyncio.sleep(0.05)
+    return known
+
+
 async def live_state_await(session_id) -> None:
     """For request paths that found the state not whole: restore it, or wait for the restore under
-    way. Raises `recovering` (with Retry-After) when that takes longer than RESTORE_WAIT_SECONDS."""
+    way. Raises `not_found` for an id PostgreSQL does not hold (known without SQL), `recovering`
+    (with Retry-After) when a restore takes longer than RESTORE_WAIT_SECONDS."""
+    if not await session_known(session_id):
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
     deadline = time.monotonic() + RESTORE_WAIT_SECONDS
     while await orm(live_state_ensure, session_id=session_id) == "busy":
         if time.monotonic() >= deadline:

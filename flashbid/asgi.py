@@ -14,16 +14,17 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from core.observability import RequestContext  # noqa: E402
+from core.websocket import SocketsPerAddressLimit, browser_origin_validator  # noqa: E402
 from flashbid.handlers import http_router  # noqa: E402
 from leaderboard.routing import websocket_urlpatterns  # noqa: E402
 
 application = RequestContext(ProtocolTypeRouter({
     # /api/ through the API's lean handlers (flashbid.handlers), everything else through Django's.
     "http": http_router(django_application),
-    "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+    # Foreign browser origins refused, clients without an Origin served; a cap per client address.
+    "websocket": SocketsPerAddressLimit(browser_origin_validator(URLRouter(websocket_urlpatterns))),
 }))
 
 # Everything imported so far (Django, ninja, Channels, the URL and model registries: hundreds of

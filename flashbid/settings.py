@@ -208,6 +208,9 @@ CHANNEL_LAYERS = {
 }
 # At most one board push per session per this many milliseconds, across all web processes.
 BROADCAST_INTERVAL_MS = env_int("BROADCAST_INTERVAL_MS", 200)
+# Open leaderboard sockets one client address may hold in one web process (0: no cap). Load
+# generators on loopback (tests, benchmarks) share one address and raise it.
+WEBSOCKETS_PER_ADDRESS = env_int("WEBSOCKETS_PER_ADDRESS", 100)
 
 # --- Celery -----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import uuid
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from auctions import recovery
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import WEBSOCKETS_OPEN
 from leaderboard.broadcaster import get_broadcaster
@@ -36,6 +37,10 @@ class BoardConsumer(AsyncWebsocketConsumer):
         try:
             session_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["session_id"]))
         except ValueError:
+            await self.close(code=CLOSE_UNKNOWN_SESSION)
+            return
+        # An unknown id is refused before it costs anything: no relay, no SQL (known from Redis).
+        if not await recovery.session_known(session_id):
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
         # Join the relay before reading the snapshot: a push published in between is held, not
