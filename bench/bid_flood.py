@@ -4,7 +4,8 @@ tokens minted directly, no password hashing through HTTP). Loopback only; bounde
 
     .venv/bin/python bench/bid_flood.py --url http://127.0.0.1:8000 --bidders 1000 --duration 10
 
-Uses the same DATABASE_URL / REDIS_URL / SECRET_KEY environment as the server it targets.
+Uses the same DATABASE_URL / REDIS_URL / SECRET_KEY environment as the server it targets (against
+`make up`: DEBUG=true, and the checkout's generated key is read from var/secret_key).
 """
 
 import argparse

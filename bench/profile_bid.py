@@ -10,12 +10,17 @@ import asyncio
 import cProfile
 import os
 import pstats
+import secrets
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flashbid.settings")
+# The production configuration, as served. The key signs only this process's own tokens.
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
 
 import django  # noqa: E402
 

@@ -6,7 +6,8 @@ variable itself."""
 
 import os
 
-_debug = os.environ.get("DEBUG", "true").strip().lower() in ("1", "true", "yes", "on")
+# DEBUG is off unless set, as in flashbid/settings.py (`make up` sets it).
+_debug = os.environ.get("DEBUG", "false").strip().lower() in ("1", "true", "yes", "on")
 if not _debug and not os.environ.get("FLOWER_BASIC_AUTH"):
     raise SystemExit("Flower: DEBUG is off; set FLOWER_BASIC_AUTH=user:password in the environment.")
 

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements.txt
 mkdir -p var
+# Development: DEBUG is off unless set. SECRET_KEY, when not set, is generated once into
+# var/secret_key (flashbid/runtime.py) and shared by every process started below.
+export DEBUG=${DEBUG:-true}
 # One metrics directory for every process of this host (core/metrics.py); stale files from an
 # earlier run would add dead processes' counters, so it starts empty.
 export PROMETHEUS_MULTIPROC_DIR="$PWD/var/prometheus"

@@ -1,15 +1,21 @@
 """FlashBid settings: every deployment knob is read from the environment here, and only here.
 
-Development defaults exist only where they are harmless (local PostgreSQL and Redis, DEBUG on).
-With DEBUG off the process refuses to start without a real SECRET_KEY.
+Defaults are the secure ones (DEBUG off, HTTPS-only cookies, HSTS); development defaults exist
+only where they are harmless (local PostgreSQL and Redis). No secret is in the source: with DEBUG
+off the process refuses to start without SECRET_KEY; with DEBUG on it generates one, once, into
+the checkout's runtime folder.
 """
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from psycopg_pool import ConnectionPool
+
+from flashbid.runtime import RuntimeSecretError, shared_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,14 +61,28 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 # --- Core -----------------------------------------------------------------------------------
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless set: an instance started without configuration is not a debugging one.
+DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production-0123456789"
-SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else None)
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32):
+# What this checkout's processes generate and share (flashbid/runtime.py); ignored by git.
+RUNTIME_DIR = Path(env_str("FLASHBID_RUNTIME_DIR", str(BASE_DIR / "var")))
+
+# No secret lives in the source. In development, without SECRET_KEY, every process of the checkout
+# uses one generated into the runtime folder; with DEBUG off it must come from the environment.
+# `check --deploy` holds it (and JWT_SIGNING_KEY) to Django's W009 rules (flashbid/checks.py).
+SECRET_KEY = env_str("SECRET_KEY")
+if not DEBUG and (not SECRET_KEY or len(SECRET_KEY) < 32):
     raise ImproperlyConfigured(
-        "DEBUG is off: set SECRET_KEY in the environment to a random string of 32+ characters."
+        "DEBUG is off: set SECRET_KEY in the environment to a random string (32+ characters; "
+        "`manage.py check --deploy` asks for 50+)."
     )
+if not SECRET_KEY:
+    try:
+        SECRET_KEY = shared_secret(RUNTIME_DIR / "secret_key")
+    except RuntimeSecretError as exc:
+        raise ImproperlyConfigured(f"No SECRET_KEY in the environment, and {exc}.") from None
+# Keys that still verify what they signed (sessions' auth hashes, signed values) during a rotation.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -76,6 +96,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "flashbid.apps.WiringConfig",  # the deploy checks (flashbid/checks.py)
     "accounts",
     "auctions",
     "leaderboard",
@@ -239,7 +260,10 @@ PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
 # --- Auth and the bidding engine ---------------------------------------------------------------
 
 JWT_ACCESS_TTL_SECONDS = env_int("JWT_ACCESS_TTL_SECONDS", 3600)
-JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", SECRET_KEY)
+# HS256 key of the access tokens. Without JWT_SIGNING_KEY, a key derived from SECRET_KEY (never
+# SECRET_KEY itself: a JWT key shared with a verifier must not give away Django's signing key).
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or hmac.new(
+    SECRET_KEY.encode(), b"flashbid.accounts.tokens", hashlib.sha256).hexdigest()
 AUTH_LOCAL_CACHE_TTL_SECONDS = env_float("AUTH_LOCAL_CACHE_TTL_SECONDS", 5.0)
 AUTH_LOCAL_CACHE_SIZE = env_int("AUTH_LOCAL_CACHE_SIZE", 50_000)
 LOGIN_RATE_LIMIT_PER_MINUTE = env_int("LOGIN_RATE_LIMIT_PER_MINUTE", 10)
@@ -250,17 +274,37 @@ LEADERBOARD_MAX_PAGE_SIZE = 200
 
 # --- Security ----------------------------------------------------------------------------------
 
+# Secure unless DEBUG is on: with DEBUG off, SECRET_KEY and ALLOWED_HOSTS set and nothing else,
+# `manage.py check --deploy --fail-level WARNING` passes (tests/test_settings.py). Each knob can be
+# loosened by its own variable (e.g. SECURE_SSL_REDIRECT=false for a plain-HTTP benchmark).
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Behind a TLS-terminating proxy (nginx) that sets X-Forwarded-Proto.
-if env_bool("BEHIND_HTTPS_PROXY", False):
+# Behind a TLS-terminating proxy (nginx) that sets X-Forwarded-Proto: a request it received over
+# HTTPS is secure here too.
+BEHIND_HTTPS_PROXY = env_bool("BEHIND_HTTPS_PROXY", False)
+if BEHIND_HTTPS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
 USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+# Cookies travel over HTTPS only.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG or BEHIND_HTTPS_PROXY)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG or BEHIND_HTTPS_PROXY)
+# A plain-HTTP request for a page or the admin is redirected to HTTPS. Behind nginx this is a second
+# line (nginx redirects port 80 itself); the API and the ops endpoints run no middleware
+# (flashbid/handlers.py), so load-balancer probes of /healthz stay plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# HSTS, sent on HTTPS answers: a year, subdomains included. Preload is a commitment for the whole
+# domain that takes months to undo, so the operator opts in (SECURE_HSTS_PRELOAD=true) and,
+# until then, Django's reminder that the site is not preloadable (security.W021) is silenced.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Logging -----------------------------------------------------------------------------------
 

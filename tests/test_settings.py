@@ -1,0 +1,148 @@
+"""Settings (flashbid/settings.py, flashbid/runtime.py, flashbid/checks.py) are secure by default:
+DEBUG off unless set, no secret in the source (a development key generated once per checkout into
+its runtime folder, mode 0600), weak signing keys fail `check --deploy`, which passes in the
+production configuration.
+
+Settings are read once per process, so most of these start a fresh Python with the environment
+under test."""
+
+import json
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import processes
+
+# Variables that decide what is checked here: each test states its own.
+_DECIDING = ("DEBUG", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "JWT_SIGNING_KEY", "FLASHBID_RUNTIME_DIR",
+             "ALLOWED_HOSTS", "BEHIND_HTTPS_PROXY", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+             "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD")
+PRODUCTION = {"DEBUG": "false", "ALLOWED_HOSTS": "bids.example.com"}
+
+
+def _env(tmp_path, **given: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DECIDING}
+    env.update(DJANGO_SETTINGS_MODULE="flashbid.settings", FLASHBID_RUNTIME_DIR=str(tmp_path / "var"))
+    env.update(given)
+    return env
+
+
+def _settings_of(tmp_path, names: tuple[str, ...], **given: str) -> dict:
+    """The named settings as a fresh process with this environment sees them."""
+    code = ("import json; from django.conf import settings; "
+            f"print(json.dumps({{n: getattr(settings, n) for n in {names!r}}}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=processes.ROOT, env=_env(tmp_path, **given),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _check_deploy(tmp_path, **given: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=processes.ROOT, env=_env(tmp_path, **given), capture_output=True, text=True,
+                          timeout=120)
+
+
+def _strong_key() -> str:
+    return secrets.token_urlsafe(50)
+
+
+# --- DEBUG and the keys -------------------------------------------------------------------------
+
+def test_debug_is_off_when_the_environment_does_not_set_it(tmp_path):
+    assert _settings_of(tmp_path, ("DEBUG",), SECRET_KEY=_strong_key()) == {"DEBUG": False}
+
+
+def test_with_debug_off_and_no_secret_key_the_process_refuses_to_start(tmp_path):
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=processes.ROOT, env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "set SECRET_KEY" in result.stderr
+    assert not (tmp_path / "var").exists(), "nothing generated outside development"
+
+
+def test_without_secret_key_development_generates_one_into_the_runtime_folder_for_its_owner_only(tmp_path):
+    seen = _settings_of(tmp_path, ("SECRET_KEY",), DEBUG="true")
+    key_file = tmp_path / "var" / "secret_key"
+    assert seen["SECRET_KEY"] == key_file.read_text()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(seen["SECRET_KEY"]) >= 50
+    assert _settings_of(tmp_path, ("SECRET_KEY",), DEBUG="true") == seen, "kept, not generated again"
+
+
+def test_every_process_of_a_checkout_agrees_on_the_generated_key_even_when_they_start_at_once(tmp_path):
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: _settings_of(tmp_path, ("SECRET_KEY", "JWT_SIGNING_KEY"), DEBUG="true"),
+                             range(8)))
+    assert all(k == keys[0] for k in keys), keys
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["secret_key"], "no temporary file left behind"
+
+
+def test_no_key_is_built_in_two_checkouts_never_share_one(tmp_path):
+    names = ("SECRET_KEY", "JWT_SIGNING_KEY")
+    one = _settings_of(tmp_path / "one", names, DEBUG="true")
+    other = _settings_of(tmp_path / "other", names, DEBUG="true")
+    assert one["SECRET_KEY"] != other["SECRET_KEY"]
+    assert one["JWT_SIGNING_KEY"] != other["JWT_SIGNING_KEY"]
+
+
+def test_a_runtime_key_others_can_read_is_refused(tmp_path):
+    key_file = tmp_path / "var" / "secret_key"
+    key_file.parent.mkdir()
+    key_file.write_text(_strong_key())
+    key_file.chmod(0o644)
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=processes.ROOT,
+                            env=_env(tmp_path, DEBUG="true"), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "chmod 600" in result.stderr
+
+
+def test_the_jwt_key_is_derived_from_the_secret_key_never_the_secret_key_itself(tmp_path):
+    key = _strong_key()
+    derived = _settings_of(tmp_path, ("JWT_SIGNING_KEY",), SECRET_KEY=key, **PRODUCTION)["JWT_SIGNING_KEY"]
+    assert derived != key and key not in derived and len(derived) >= 50
+    explicit = _strong_key()
+    assert _settings_of(tmp_path, ("JWT_SIGNING_KEY",), SECRET_KEY=key, JWT_SIGNING_KEY=explicit,
+                        **PRODUCTION) == {"JWT_SIGNING_KEY": explicit}
+
+
+# --- check --deploy -----------------------------------------------------------------------------
+
+def test_the_production_configuration_passes_check_deploy_at_warning_level(tmp_path):
+    result = _check_deploy(tmp_path, SECRET_KEY=_strong_key(), **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_production_configuration_is_secure_without_being_told(tmp_path):
+    seen = _settings_of(tmp_path, ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
+                                   "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "X_FRAME_OPTIONS"),
+                        SECRET_KEY=_strong_key(), **PRODUCTION)
+    assert seen == {"SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True, "SECURE_SSL_REDIRECT": True,
+                    "SECURE_HSTS_SECONDS": 31_536_000, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+                    "X_FRAME_OPTIONS": "DENY"}
+
+
+WEAK_KEYS = {
+    "short": "k3y-" + "a1b2c3d4" * 4,
+    "few different characters": "ab" * 40,
+    "startproject placeholder": "django-insecure-" + secrets.token_urlsafe(50),
+}
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "JWT_SIGNING_KEY"])
+@pytest.mark.parametrize("weakness", WEAK_KEYS)
+def test_a_weak_signing_key_fails_check_deploy(tmp_path, name, weakness):
+    keys = {"SECRET_KEY": _strong_key(), "JWT_SIGNING_KEY": _strong_key(), name: WEAK_KEYS[weakness]}
+    result = _check_deploy(tmp_path, **keys, **PRODUCTION)
+    assert result.returncode != 0
+    check_id = {"SECRET_KEY": "flashbid.E001", "JWT_SIGNING_KEY": "flashbid.E002"}[name]
+    assert check_id in result.stderr, result.stderr
+    # An error, not a warning: plain `check --deploy` fails too.
+    plain = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=processes.ROOT,
+                           env=_env(tmp_path, **keys, **PRODUCTION), capture_output=True, text=True, timeout=120)
+    assert plain.returncode != 0 and check_id in plain.stderr
