@@ -7,7 +7,9 @@ one-thread executor per request), with `request_started`/`request_finished` rece
 
 - `APIHandler` (every `/api/` path, /readyz and /metrics): no middleware. The API authenticates by itself
   (accounts.auth: Bearer token or the session cookie, with its own CSRF check), answers only JSON
-  and validates the Host header below. Everything else is Django's own request lifecycle.
+  and validates the Host header below. What the pages' security middleware would add to an answer
+  that is data (nosniff, no framing, a policy under which nothing loads or runs) is added here, as
+  a constant list (API_SECURITY_HEADERS). Everything else is Django's own request lifecycle.
 - `RedisOnlyHandler` (the bid, the leaderboard, its meta and bids/me, /healthz): additionally no
   ThreadSensitiveContext, no request signals and no disconnect watcher. Safe because these views
   are async and, once warm, touch only Redis: no sync middleware, no ORM, no sync signal receiver
@@ -45,6 +47,14 @@ FAST_METHODS = frozenset({"GET", "POST", "HEAD"})
 _SESSION_COOKIE = f"{settings.SESSION_COOKIE_NAME}=".encode()
 # Ops endpoints for machines (JSON or Prometheus text): no sessions, cookies or CSRF either.
 OPS_PATHS = frozenset({"/readyz", "/metrics"})
+# On every answer of these handlers, unless the view set its own (/api/docs sets the pages' policy
+# so that Swagger UI may run). An API answer is data: if a browser is ever led to render one, it may
+# load nothing, run nothing and be framed by nobody.
+API_SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
 
 
 class APIHandler(ASGIHandler):
@@ -73,9 +83,13 @@ class APIHandler(ASGIHandler):
         try:
             request.get_host()  # what CommonMiddleware would check: Host must be in ALLOWED_HOSTS
         except DisallowedHost:
-            return json_response({"detail": "Invalid Host header.", "code": "invalid"}, status=400)
-        response = await super().run_get_response(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response = json_response({"detail": "Invalid Host header.", "code": "invalid"}, status=400)
+        else:
+            response = await super().run_get_response(request)
+        headers = response.headers
+        for name, value in API_SECURITY_HEADERS:
+            if name not in headers:
+                headers[name] = value
         if not response.streaming and "Content-Length" not in response:
             # What CommonMiddleware would add; without it the server falls back to chunked encoding.
             response.headers["Content-Length"] = str(len(response.content))

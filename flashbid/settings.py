@@ -1,6 +1,6 @@
 """FlashBid settings: every deployment knob is read from the environment here, and only here.
 
-Defaults are the secure ones (DEBUG off, HTTPS-only cookies, HSTS); development defaults exist
+Defaults are the secure ones (DEBUG off, HTTPS-only cookies, HSTS, CSP); development defaults exist
 only where they are harmless (local PostgreSQL and Redis). No secret is in the source: with DEBUG
 off the process refuses to start without SECRET_KEY; with DEBUG on it generates one, once, into
 the checkout's runtime folder.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 from psycopg_pool import ConnectionPool
 
 from flashbid.runtime import RuntimeSecretError, shared_secret
@@ -96,6 +97,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # Swagger UI's assets from our own /static/ (ninja/static/ninja), not a CDN
     "flashbid.apps.WiringConfig",  # the deploy checks (flashbid/checks.py)
     "accounts",
     "auctions",
@@ -105,6 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,6 +130,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",  # the nonce, for the admin's inline blocks
             ],
         },
     },
@@ -305,6 +309,21 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Content-Security-Policy of the pages and the admin (ContentSecurityPolicyMiddleware): nothing
+# from another origin, no inline script or style. Our templates load every script and style from
+# /static/; the admin's few inline blocks carry the per-request nonce. The API's answers get their
+# own, stricter policy in flashbid/handlers.py (it runs no middleware), and /api/docs this one.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # --- Logging -----------------------------------------------------------------------------------
 

@@ -63,6 +63,15 @@ def chromium():
         close()
 
 
+def wait_for_fetches(page: Page, part: str, count: int, timeout: float) -> None:
+    """Until the page has sent `count` requests to URLs containing `part`. Polled from here:
+    wait_for_function evaluates its expression inside the page, which the pages' CSP forbids."""
+    deadline = time.monotonic() + timeout
+    while (sent := page.evaluate(f"{FETCHES}({part!r})")) < count:
+        assert time.monotonic() < deadline, f"{sent} requests to {part} within {timeout} s, expected {count}"
+        page.wait_for_timeout(100)
+
+
 def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -202,9 +211,9 @@ def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server
     expect(status).to_contain_text("reconnecting")
 
     # Polling is meta-first: the meta is asked again and again, the board only when it changed.
-    page.wait_for_function(f"{FETCHES}('/leaderboard/meta') >= 2", timeout=10_000)
+    wait_for_fetches(page, "/leaderboard/meta", 2, timeout=10)
     boards_before = page.evaluate(f"{FETCHES}('/leaderboard?')")
-    page.wait_for_function(f"{FETCHES}('/leaderboard/meta') >= 4", timeout=15_000)
+    wait_for_fetches(page, "/leaderboard/meta", 4, timeout=15)
     assert page.evaluate(f"{FETCHES}('/leaderboard?')") == boards_before, "board fetched without a version change"
 
     with httpx.Client(base_url=server, timeout=10) as http:
@@ -261,3 +270,50 @@ def test_the_page_shows_the_results_when_the_session_ends(server, chromium, make
     page.click("text=All sessions")
     expect(page.locator("#sessions-settled")).to_contain_text("Last-minute lamp")
     screenshot(page, "session-list")
+
+
+def test_the_pages_the_admin_and_the_api_docs_run_under_their_policy_with_nothing_from_elsewhere(
+        server, chromium, make_session):
+    """Content-Security-Policy holds in a real browser: no page, admin screen or Swagger UI breaks a
+    directive (each violation is reported to the page), and nothing is fetched from another host
+    (every such request is refused here, as it would be offline)."""
+    from accounts.models import User
+
+    session = make_session()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "boss")
+    User.objects.filter(username="boss").update(is_staff=True, is_superuser=True)
+    browser = chromium()
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.add_init_script("window.__violations = [];"
+                         "document.addEventListener('securitypolicyviolation',"
+                         " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
+    elsewhere = []
+
+    def only_ours(route) -> None:
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_ours)
+    violations = []
+
+    def visit(path: str, ready) -> None:
+        page.goto(server + path)
+        ready()
+        violations.extend(f"{path}: {v}" for v in page.evaluate("window.__violations"))
+
+    visit(f"/sessions/{session.pk}/", lambda: expect_live(page))  # its script, its socket, its fetches
+    visit("/register/", lambda: expect(page.locator("#register-form")).to_be_visible())
+    visit("/api/docs", lambda: (expect(page.locator(".swagger-ui .info .title")).to_contain_text("FlashBid API"),
+                                expect(page.locator(".opblock").first).to_be_visible()))
+    visit("/admin/login/", lambda: expect(page.locator("#login-form")).to_be_visible())
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form [type=submit]")
+    visit("/admin/accounts/user/", lambda: expect(page.locator("#result_list")).to_be_visible())
+    screenshot(page, "admin-under-csp")
+    assert violations == []
+    assert elsewhere == []

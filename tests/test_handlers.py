@@ -158,3 +158,25 @@ def test_cookie_authenticated_bids_take_the_full_lifecycle_and_need_the_csrf_tok
     assert started_signals, "the cookie request ran Django's request lifecycle"
     mine = _request("GET", f"{bids}/me", headers={"Cookie": cookie})
     assert mine.status_code == 200 and mine.json()["price"] == "11.00"
+
+
+def test_every_api_answer_may_not_be_framed_or_run_anything(make_session, make_user, auth_header):
+    """What the pages get from their security middleware, the API gets from its handlers: on the fast
+    path, on the full API path, on rejections and on the handler's own Host refusal."""
+    session = make_session(upset_price="10.00")
+    user = make_user()
+    base = f"/api/sessions/{session.pk}"
+    answers = {
+        "bid (RedisOnlyHandler)": _request("POST", f"{base}/bids", json={"price": "11.00"}, headers=auth_header(user)),
+        "rejected bid": _request("POST", f"{base}/bids", json={"price": "1.00"}, headers=auth_header(user)),
+        "board": _request("GET", f"{base}/leaderboard"),
+        "session (APIHandler)": _request("GET", base),
+        "unknown path": _request("GET", "/api/no-such-endpoint"),
+        "unknown host": _request("GET", base, headers={"Host": "evil.example"}),
+        "healthz": _request("GET", "/healthz"),
+        "metrics": _request("GET", "/metrics"),
+    }
+    for what, response in answers.items():
+        assert response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'", what
+        assert response.headers["X-Frame-Options"] == "DENY", what
+        assert response.headers["X-Content-Type-Options"] == "nosniff", what

@@ -1,7 +1,7 @@
 """Settings (flashbid/settings.py, flashbid/runtime.py, flashbid/checks.py) are secure by default:
 DEBUG off unless set, no secret in the source (a development key generated once per checkout into
 its runtime folder, mode 0600), weak signing keys fail `check --deploy`, which passes in the
-production configuration.
+production configuration; the pages carry a strict Content-Security-Policy.
 
 Settings are read once per process, so most of these start a fresh Python with the environment
 under test."""
@@ -146,3 +146,34 @@ def test_a_weak_signing_key_fails_check_deploy(tmp_path, name, weakness):
     plain = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=processes.ROOT,
                            env=_env(tmp_path, **keys, **PRODUCTION), capture_output=True, text=True, timeout=120)
     assert plain.returncode != 0 and check_id in plain.stderr
+
+
+# --- Content-Security-Policy of the pages -------------------------------------------------------
+
+def _policy(header: str) -> dict[str, list[str]]:
+    directives = (part.split() for part in header.split(";") if part.strip())
+    return {d[0]: d[1:] for d in directives}
+
+
+@pytest.mark.django_db
+def test_the_pages_carry_a_policy_that_runs_only_our_own_scripts_and_styles(client, make_session):
+    session = make_session()
+    for path in ("/", f"/sessions/{session.pk}/", "/login/", "/register/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        policy = _policy(response["Content-Security-Policy"])
+        for directive in ("script-src", "style-src"):
+            assert policy[directive][0] == "'self'" and "'unsafe-inline'" not in policy[directive], (path, policy)
+        assert policy["default-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
+        assert policy["frame-ancestors"] == ["'none'"] and response["X-Frame-Options"] == "DENY"
+        assert b"<script>" not in response.content and b" style=" not in response.content, path
+
+
+@pytest.mark.django_db
+def test_the_admins_inline_blocks_run_by_the_nonce_of_the_request(admin_client):
+    response = admin_client.get("/admin/accounts/user/")
+    assert response.status_code == 200
+    [nonce] = {v.removeprefix("'nonce-").removesuffix("'")
+               for v in _policy(response["Content-Security-Policy"])["style-src"] if v.startswith("'nonce-")}
+    assert f'nonce="{nonce}"'.encode() in response.content
+    assert admin_client.get("/admin/accounts/user/")["Content-Security-Policy"] != response["Content-Security-Policy"]
