@@ -203,7 +203,12 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "fbcache",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        # JSON, not pickle: whoever can write to this Redis must not be able to run code in every
+        # process that reads the cache. What is cached here is plain data (sessions' dicts).
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        },
     }
 }
 # Sessions live in PostgreSQL with a Redis read-through, so a page or API request authenticated by

@@ -1,13 +1,15 @@
 """Settings (flashbid/settings.py, flashbid/runtime.py, flashbid/checks.py) are secure by default:
 DEBUG off unless set, no secret in the source (a development key generated once per checkout into
 its runtime folder, mode 0600), weak signing keys fail `check --deploy`, which passes in the
-production configuration; the pages carry a strict Content-Security-Policy.
+production configuration; the pages carry a strict Content-Security-Policy; Django's cache holds
+JSON, never pickles.
 
 Settings are read once per process, so most of these start a fresh Python with the environment
 under test."""
 
 import json
 import os
+import pickle
 import secrets
 import stat
 import subprocess
@@ -15,6 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.conf import settings
 
 from tests import processes
 
@@ -177,3 +180,58 @@ def test_the_admins_inline_blocks_run_by_the_nonce_of_the_request(admin_client):
                for v in _policy(response["Content-Security-Policy"])["style-src"] if v.startswith("'nonce-")}
     assert f'nonce="{nonce}"'.encode() in response.content
     assert admin_client.get("/admin/accounts/user/")["Content-Security-Policy"] != response["Content-Security-Policy"]
+
+
+# --- Django's cache: JSON, not pickle -----------------------------------------------------------
+
+_unpickled = []
+
+
+def _mark_unpickled():
+    _unpickled.append(True)
+
+
+class _Payload:
+    def __reduce__(self):
+        return _mark_unpickled, ()
+
+
+def _raw_cache():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def test_the_cache_stores_json(settings):
+    from django.core.cache import cache
+
+    cache.set("probe", {"user": "u-1", "weights": [1.5, 2]})
+    assert json.loads(_raw_cache().get(cache.make_key("probe"))) == {"user": "u-1", "weights": [1.5, 2]}
+    assert cache.get("probe") == {"user": "u-1", "weights": [1.5, 2]}
+
+
+def test_a_pickle_planted_in_the_cache_is_never_unpickled():
+    from django.core.cache import cache
+
+    _unpickled.clear()
+    _raw_cache().set(cache.make_key("planted"), pickle.dumps(_Payload()))
+    try:
+        cache.get("planted")
+    except ValueError:  # not JSON: refused
+        pass
+    assert _unpickled == []
+
+
+@pytest.mark.django_db
+def test_a_login_session_round_trips_through_the_cache(client, make_user):
+    from django.contrib.sessions.backends.cached_db import KEY_PREFIX, SessionStore
+    from django.core.cache import cache
+
+    user = make_user()
+    client.force_login(user)
+    session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cached = json.loads(_raw_cache().get(cache.make_key(KEY_PREFIX + session_key)))
+    assert cached["_auth_user_id"] == str(user.pk)
+    assert SessionStore(session_key=session_key)["_auth_user_id"] == str(user.pk)
+    page = client.get("/")
+    assert page.status_code == 200 and user.username.encode() in page.content
