@@ -84,14 +84,19 @@ class Servers:
 
     def start_scale_out(self) -> None:
         """deploy/scale-out.sh: nginx on base_port → two daphnes, PgBouncer, its own Redis, worker,
-        beat, Flower; everything in var/bench/scale-out."""
+        beat, Flower; everything in var/bench/scale-out. The load goes to nginx's plain-HTTP loopback
+        listener (the app is measured, not TLS handshakes), which nginx's per-address limits do not
+        count (every bidder here shares 127.0.0.1); its HTTPS, redirect and internal servers get
+        ports of their own."""
         self.scale_out_dir = VAR / "scale-out"
-        ports = {"SCALE_OUT_HTTP_PORT": self.base_port,
+        ports = {"SCALE_OUT_PLAIN_HTTP_PORT": self.base_port,
                  "SCALE_OUT_WEB_PORTS": f"{self.base_port + 1} {self.base_port + 2}",
                  "SCALE_OUT_PGBOUNCER_PORT": self.base_port + 3, "SCALE_OUT_REDIS_PORT": self.base_port + 4,
-                 "SCALE_OUT_FLOWER_PORT": self.base_port + 5}
+                 "SCALE_OUT_FLOWER_PORT": self.base_port + 5, "SCALE_OUT_HTTPS_PORT": self.base_port + 6,
+                 "SCALE_OUT_HTTP_PORT": self.base_port + 7, "SCALE_OUT_INTERNAL_PORT": self.base_port + 8}
         self.env.update({k: str(v) for k, v in ports.items()})
         self.env.update({"SCALE_OUT_DIR": str(self.scale_out_dir), "SCALE_OUT_BOOTSTRAP": "0",
+                         "SCALE_OUT_LIMIT_EXEMPT": "127.0.0.1",
                          "FLOWER_BASIC_AUTH": "bench:" + secrets.token_urlsafe(12)})
         self._start("scale-out", [str(ROOT / "deploy" / "scale-out.sh")])
         log = VAR / "scale-out.log"
@@ -430,8 +435,10 @@ def main() -> None:
 
     env = _environment(args)
     if args.scale_out:
-        # The scale-out runs its own Redis; this process (bidders, boards) must use it too.
-        os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{args.port + 4}/0"
+        # The scale-out runs its own Redis (with this password); this process (bidders, boards) must use it too.
+        env["REDIS_PASSWORD"] = secrets.token_urlsafe(18)
+        os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = (
+            f"redis://:{env['REDIS_PASSWORD']}@127.0.0.1:{args.port + 4}/0")
         skip |= {"persist", "settle"}
     import django
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # FlashBid's multi-process system on this machine, wired as deploy/docker-compose.yml is: nginx in front of
-# two daphne web processes; PgBouncer (transaction pooling) in front of PostgreSQL; a Redis of its
-# own from deploy/redis.conf (AOF); one Celery worker, exactly one beat, Flower. Debian's nginx and
-# pgbouncer run as the current user (PgBouncer refuses root and drops to nobody) with their configs
-# rendered from deploy/nginx.conf and deploy/pgbouncer.ini into the runtime dir; the ports are not
-# `make up`'s, so both can run side by side.
+# two daphne web processes (HTTPS, a plain-HTTP redirect, an internal server for /readyz and
+# /metrics); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
+# Redis of its own from deploy/redis.conf (AOF, a password); one Celery worker, exactly one beat,
+# Flower. Debian's nginx and pgbouncer run as the current user (PgBouncer refuses root and drops to
+# nobody) with their configs rendered from deploy/nginx.conf and deploy/pgbouncer.ini into the
+# runtime dir; the ports are not `make up`'s, so both can run side by side.
 #
 #   deploy/scale-out.sh [up]   bootstrap, migrate, collectstatic, start everything, print the URLs,
 #                              stay in the foreground; Ctrl-C stops everything (in order)
@@ -15,16 +16,34 @@
 # Environment (default):
 #   SCALE_OUT_DIR (var/scale-out)      runtime dir: configs, pids/, logs/, Redis data, metrics
 #   SCALE_OUT_BIND (127.0.0.1)         address every listener binds to
-#   SCALE_OUT_HTTP_PORT (8080)         nginx
+#   SCALE_OUT_HTTPS_PORT (8443)        nginx: the site over HTTPS
+#   SCALE_OUT_HTTP_PORT (8080)         nginx: plain HTTP, a redirect to HTTPS only
+#   SCALE_OUT_INTERNAL_PORT (8081)     nginx: /readyz, /metrics, /healthz, /nginx-health
 #   SCALE_OUT_WEB_PORTS ("8101 8102")  one daphne per port
 #   SCALE_OUT_PGBOUNCER_PORT (6432)    SCALE_OUT_REDIS_PORT (6390)    SCALE_OUT_FLOWER_PORT (5556)
 #   SCALE_OUT_WORKER_CONCURRENCY (2)   SCALE_OUT_BOOTSTRAP (1; 0 skips deploy/bootstrap.sh)
+#   SCALE_OUT_TLS_CERT, SCALE_OUT_TLS_KEY  nginx's certificate and key (PEM); unset: a self-signed
+#                                      pair made once by deploy/self-signed-cert.sh in <dir>/tls/
+#   SCALE_OUT_HSTS_SECONDS (300)       HSTS max-age: short, as HSTS for localhost would also reach
+#                                      every other local site once the certificate is trusted
+#                                      (SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD apply)
+#   SCALE_OUT_LIMIT_EXEMPT ("")        addresses nginx's per-address limits do not count, e.g.
+#                                      "127.0.0.1" for a load generator on this machine
+#   SCALE_OUT_PLAIN_HTTP_PORT ("")     also serve the site over plain HTTP on 127.0.0.1:PORT (the
+#                                      benchmark measures the app, not TLS handshakes); off unless set
+#   SCALE_OUT_PGBOUNCER_ADMIN_USER (pgbouncer_admin)  PgBouncer's console user; its password is
+#                                      generated into <dir>/pgbouncer_admin_password
 #   DATABASE_URL (postgres://postgres@127.0.0.1:5432/flashbid): PostgreSQL itself. Migrations use
-#     it directly; every process reaches it through PgBouncer (DATABASE_POOL=false).
-#   REDIS_URL / CELERY_BROKER_URL: always this scale-out's own Redis (whatever is set).
+#     it directly; every process reaches it through PgBouncer (DATABASE_POOL=false) as the same
+#     user, with its password (or, without one, a generated one PgBouncer asks for, for a
+#     PostgreSQL that trusts local users). Point it at a role that is no superuser beyond a dev box.
+#   REDIS_PASSWORD: this scale-out's Redis password (URL-safe characters; generated once into
+#     <dir>/redis_password when not set). REDIS_URL, CELERY_BROKER_URL, CHANNEL_LAYER_URL and
+#     CACHE_URL: always this scale-out's own Redis, with that password (whatever is set).
 #   DEBUG (false), SECRET_KEY and FLOWER_BASIC_AUTH (generated once into the runtime dir when not
-#   set), ALLOWED_HOSTS (localhost,127.0.0.1,[::1]), STATIC_ROOT (staticfiles/); every other
-#   FlashBid variable (PERSIST_INTERVAL_SECONDS, ...) passes through to the processes.
+#   set), ALLOWED_HOSTS (localhost,127.0.0.1,[::1]; 127.0.0.1 is always added), STATIC_ROOT
+#   (staticfiles/); every other FlashBid variable (PERSIST_INTERVAL_SECONDS, ...) passes through
+#   to the processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +54,8 @@ BIN=$(dirname "$PY")
 RUN_DIR=$(realpath -m "${SCALE_OUT_DIR:-$ROOT/var/scale-out}")
 BIND=${SCALE_OUT_BIND:-127.0.0.1}
 HTTP_PORT=${SCALE_OUT_HTTP_PORT:-8080}
+HTTPS_PORT=${SCALE_OUT_HTTPS_PORT:-8443}
+INTERNAL_PORT=${SCALE_OUT_INTERNAL_PORT:-8081}
 read -r -a WEB_PORTS <<< "${SCALE_OUT_WEB_PORTS:-8101 8102}"
 PGBOUNCER_PORT=${SCALE_OUT_PGBOUNCER_PORT:-6432}
 REDIS_PORT=${SCALE_OUT_REDIS_PORT:-6390}
@@ -75,7 +96,7 @@ running() {
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-redis_ping() { [ "$(redis-cli -h "$BIND" -p "$REDIS_PORT" ping 2> /dev/null)" = PONG ]; }
+redis_ping() { [ "$(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h "$BIND" -p "$REDIS_PORT" ping 2> /dev/null)" = PONG ]; }
 
 # start NAME COMMAND...: in its own session (so a Ctrl-C reaches only this script, which stops
 # everything in order), stdout and stderr to logs/NAME.log.
@@ -127,25 +148,38 @@ stop_all() {
   for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do stop_one "${ORDER[i]}"; done
 }
 
+# A value kept in the runtime dir (0600) across runs: made once by the given Python expression.
+generated() {
+  local file=$RUN_DIR/$1
+  if [ ! -s "$file" ]; then
+    (umask 077 && "$PY" -c "import secrets; print($2)" > "$file")
+  fi
+  cat "$file"
+}
+
 database_settings() {
   # PostgreSQL as given (migrations) and the same database through PgBouncer (everything else).
-  eval "$("$PY" - "$BIND" "$PGBOUNCER_PORT" << 'EOF'
+  # PgBouncer always asks for a password (SCRAM): DATABASE_URL's, or one generated for a
+  # PostgreSQL that trusts local users (PgBouncer then logs in with it, and PostgreSQL ignores it).
+  local pool_password
+  pool_password=$(generated pgbouncer_app_password 'secrets.token_urlsafe(24)')
+  eval "$("$PY" - "$BIND" "$PGBOUNCER_PORT" "$pool_password" << 'EOF'
 import os, shlex, sys
 from urllib.parse import quote
 
 import dj_database_url
 
-bind, port = sys.argv[1:]
+bind, port, generated = sys.argv[1:]
 direct = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/flashbid"
 db = dj_database_url.parse(direct)
-user, password = db["USER"] or "postgres", db["PASSWORD"] or ""
-auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+user, password = db["USER"] or "postgres", db["PASSWORD"] or generated
 values = {
     "DIRECT_DATABASE_URL": direct,
-    "POOLED_DATABASE_URL": f"postgres://{auth}@{bind}:{port}/{db['NAME']}",
+    "POOLED_DATABASE_URL": f"postgres://{quote(user, safe='')}:{quote(password, safe='')}@{bind}:{port}/{db['NAME']}",
     "SHOWN_DATABASE_URL": f"postgres://{quote(user, safe='')}@{bind}:{port}/{db['NAME']}",
     "DB_HOST": db["HOST"] or "127.0.0.1",
     "DB_PORT": str(db["PORT"] or 5432),
+    "DB_NAME": db["NAME"],
     "DB_USER": user,
     "DB_PASSWORD": password,
 }
@@ -155,10 +189,33 @@ EOF
 )"
 }
 
+# nginx's certificate: the given pair, or a self-signed one made once into the runtime dir.
+tls_files() {
+  if [ -n "${SCALE_OUT_TLS_CERT:-}" ] || [ -n "${SCALE_OUT_TLS_KEY:-}" ]; then
+    TLS_CERT=$(realpath "${SCALE_OUT_TLS_CERT:?set SCALE_OUT_TLS_CERT too}")
+    TLS_KEY=$(realpath "${SCALE_OUT_TLS_KEY:?set SCALE_OUT_TLS_KEY too}")
+  else
+    local names=(localhost 127.0.0.1 ::1)
+    case " ${names[*]} " in *" $BIND "*) ;; *) names+=("$BIND") ;; esac
+    sh deploy/self-signed-cert.sh "$RUN_DIR/tls" "${names[@]}" > /dev/null
+    TLS_CERT=$RUN_DIR/tls/cert.pem TLS_KEY=$RUN_DIR/tls/key.pem
+  fi
+}
+
 nginx_environment() {
-  local servers="" port
+  local servers="" port address exempt=""
   for port in "${WEB_PORTS[@]}"; do servers+="server $BIND:$port max_fails=1 fail_timeout=5s; "; done
-  export NGINX_LISTEN="$BIND:$HTTP_PORT" NGINX_UPSTREAM_SERVERS="$servers" NGINX_RESOLVER=127.0.0.1
+  for address in ${SCALE_OUT_LIMIT_EXEMPT:-}; do exempt+="$address 1; "; done
+  tls_files
+  export NGINX_LISTEN="$BIND:$HTTP_PORT" NGINX_TLS_LISTEN="$BIND:$HTTPS_PORT" NGINX_HTTPS_PUBLIC_PORT="$HTTPS_PORT"
+  export NGINX_INTERNAL_LISTEN="$BIND:$INTERNAL_PORT" NGINX_TLS_CERT="$TLS_CERT" NGINX_TLS_KEY="$TLS_KEY"
+  export NGINX_HSTS_MAX_AGE="${SCALE_OUT_HSTS_SECONDS:-300}" NGINX_LIMIT_EXEMPT="$exempt" NGINX_PLAIN_HTTP_LISTEN=""
+  export NGINX_HSTS_INCLUDE_SUBDOMAINS="${SECURE_HSTS_INCLUDE_SUBDOMAINS:-true}"
+  export NGINX_HSTS_PRELOAD="${SECURE_HSTS_PRELOAD:-false}"
+  if [ -n "${SCALE_OUT_PLAIN_HTTP_PORT:-}" ]; then
+    NGINX_PLAIN_HTTP_LISTEN="listen 127.0.0.1:$SCALE_OUT_PLAIN_HTTP_PORT;"
+  fi
+  export NGINX_UPSTREAM_SERVERS="$servers" NGINX_RESOLVER=127.0.0.1
   NGINX_USER="$(id -un) $(id -gn)"
   export NGINX_STATIC_ROOT="${STATIC_ROOT:-$ROOT/staticfiles}" NGINX_USER
   export NGINX_RUNTIME_DIR="$RUN_DIR/nginx" NGINX_LOG_DIR="$LOG_DIR/nginx"
@@ -167,22 +224,26 @@ nginx_environment() {
 pgbouncer_environment() {
   export PGBOUNCER_CONF_DIR="$RUN_DIR/pgbouncer" PGBOUNCER_LISTEN_ADDR="$BIND"
   export PGBOUNCER_LISTEN_PORT="$PGBOUNCER_PORT" PGBOUNCER_DB_HOST="$DB_HOST" PGBOUNCER_DB_PORT="$DB_PORT"
-  export PGBOUNCER_AUTH_USER="$DB_USER" PGBOUNCER_AUTH_PASSWORD="$DB_PASSWORD"
-  # A PostgreSQL that trusts local users (no password in DATABASE_URL): PgBouncer trusts them too.
-  if [ -n "$DB_PASSWORD" ]; then
-    export PGBOUNCER_AUTH_TYPE=scram-sha-256
-  else
-    export PGBOUNCER_AUTH_TYPE=trust
+  export PGBOUNCER_DB_NAME="$DB_NAME" PGBOUNCER_APP_USER="$DB_USER" PGBOUNCER_APP_PASSWORD="$DB_PASSWORD"
+  PGBOUNCER_ADMIN_USER=${SCALE_OUT_PGBOUNCER_ADMIN_USER:-pgbouncer_admin}
+  PGBOUNCER_ADMIN_PASSWORD=$(generated pgbouncer_admin_password 'secrets.token_urlsafe(24)')
+  export PGBOUNCER_ADMIN_USER PGBOUNCER_ADMIN_PASSWORD
+  if [ "$PGBOUNCER_ADMIN_USER" = "$DB_USER" ]; then
+    fail "PgBouncer's admin user must not be the app's ($DB_USER): set SCALE_OUT_PGBOUNCER_ADMIN_USER"
   fi
 }
 
-# A value kept in the runtime dir (0600) across runs: made once by the given Python expression.
-generated() {
-  local file=$RUN_DIR/$1
-  if [ ! -s "$file" ]; then
-    (umask 077 && "$PY" -c "import secrets; print($2)" > "$file")
+# This Redis's password (URL-safe: it goes into URLs), and a config holding it (0600) that
+# includes deploy/redis.conf.
+redis_settings() {
+  REDIS_PASSWORD_NOTE="REDIS_PASSWORD from the environment"
+  if [ -z "${REDIS_PASSWORD:-}" ]; then
+    REDIS_PASSWORD=$(generated redis_password 'secrets.token_urlsafe(24)')
+    REDIS_PASSWORD_NOTE="password in $RUN_DIR/redis_password"
   fi
-  cat "$file"
+  [[ $REDIS_PASSWORD =~ ^[A-Za-z0-9._~-]+$ ]] || fail "REDIS_PASSWORD: URL-safe characters only (A-Z a-z 0-9 . _ ~ -)"
+  (umask 077 && printf 'include "%s"\nrequirepass "%s"\n' "$ROOT/deploy/redis.conf" "$REDIS_PASSWORD" \
+    > "$RUN_DIR/redis/redis.conf")
 }
 
 cmd_render() {
@@ -226,7 +287,8 @@ cmd_up() {
   for name in "${ORDER[@]}"; do
     if running "$name"; then fail "already running ($name); stop it first: deploy/scale-out.sh stop"; fi
   done
-  for port in "$HTTP_PORT" "${WEB_PORTS[@]}" "$PGBOUNCER_PORT" "$REDIS_PORT" "$FLOWER_PORT"; do
+  for port in "$HTTP_PORT" "$HTTPS_PORT" "$INTERNAL_PORT" "${WEB_PORTS[@]}" "$PGBOUNCER_PORT" "$REDIS_PORT" \
+    "$FLOWER_PORT" ${SCALE_OUT_PLAIN_HTTP_PORT:+"$SCALE_OUT_PLAIN_HTTP_PORT"}; do
     if port_open "$BIND" "$port"; then fail "port $BIND:$port is in use (ports: SCALE_OUT_*_PORT)"; fi
   done
   if [ "${SCALE_OUT_BOOTSTRAP:-1}" != 0 ]; then
@@ -243,12 +305,16 @@ cmd_up() {
   database_settings
   nginx_environment
   pgbouncer_environment
+  redis_settings
   export DJANGO_SETTINGS_MODULE=flashbid.settings PYTHONUNBUFFERED=1
   export DEBUG=${DEBUG:-false}
-  export ALLOWED_HOSTS=${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1]}
+  # 127.0.0.1: nginx's internal server asks the app for /readyz and /metrics under that name.
+  export ALLOWED_HOSTS=${ALLOWED_HOSTS:-localhost,[::1]},127.0.0.1
   export STATIC_ROOT=$NGINX_STATIC_ROOT
-  export REDIS_URL="redis://$BIND:$REDIS_PORT/0"
-  export CELERY_BROKER_URL=$REDIS_URL
+  # nginx terminates TLS and says so in X-Forwarded-Proto (secure cookies, no redirect loop).
+  export BEHIND_HTTPS_PROXY=true
+  export REDIS_URL="redis://:$REDIS_PASSWORD@$BIND:$REDIS_PORT/0"
+  export CELERY_BROKER_URL=$REDIS_URL CHANNEL_LAYER_URL=$REDIS_URL CACHE_URL=$REDIS_URL
   export DATABASE_URL=$POOLED_DATABASE_URL DATABASE_POOL=false
   if [ -z "${SECRET_KEY:-}" ]; then SECRET_KEY=$(generated secret_key 'secrets.token_urlsafe(50)'); fi
   export SECRET_KEY
@@ -259,8 +325,8 @@ cmd_up() {
   fi
   export FLOWER_BASIC_AUTH
 
-  say "Redis :$REDIS_PORT (deploy/redis.conf, AOF; data in $RUN_DIR/redis)"
-  start redis redis-server "$ROOT/deploy/redis.conf" --port "$REDIS_PORT" --bind "$BIND" \
+  say "Redis :$REDIS_PORT (deploy/redis.conf, AOF, a password; data in $RUN_DIR/redis)"
+  start redis redis-server "$RUN_DIR/redis/redis.conf" --port "$REDIS_PORT" --bind "$BIND" \
     --dir "$RUN_DIR/redis" --daemonize no --logfile ""
   wait_ready 30 redis redis_ping
 
@@ -294,27 +360,31 @@ cmd_up() {
   wait_ready 60 beat grep -q "beat: Starting" "$LOG_DIR/beat.log"
   wait_ready 60 flower port_open "$BIND" "$FLOWER_PORT"
 
-  say "nginx :$HTTP_PORT"
+  say "nginx :$HTTPS_PORT (HTTPS), :$HTTP_PORT (redirect), :$INTERNAL_PORT (internal)"
   sh deploy/render.sh deploy/nginx.conf "$RUN_DIR/nginx/nginx.conf"
   nginx -q -t -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx/error.log" > "$LOG_DIR/nginx.log" 2>&1 \
     || { cat "$LOG_DIR/nginx.log" >&2; fail "nginx config test failed"; }
   start nginx nginx -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx/error.log" -g "daemon off;"
-  wait_ready 20 nginx port_open "$BIND" "$HTTP_PORT"
+  wait_ready 20 nginx port_open "$BIND" "$HTTPS_PORT"
+  wait_ready 20 nginx port_open "$BIND" "$INTERNAL_PORT"
 
-  local web="http://$BIND:$HTTP_PORT" upstreams=""
+  local web="https://$BIND:$HTTPS_PORT" internal="http://$BIND:$INTERNAL_PORT" upstreams=""
   for port in "${WEB_PORTS[@]}"; do upstreams+=" $BIND:$port"; done
   cat << URLS
 
 FlashBid scale-out is up (runtime dir $RUN_DIR):
   Site and API     $web/                (nginx -> daphne$upstreams)
+                   certificate: $TLS_CERT
+                   http://$BIND:$HTTP_PORT/ redirects there${SCALE_OUT_PLAIN_HTTP_PORT:+; plain HTTP for load generators: http://127.0.0.1:$SCALE_OUT_PLAIN_HTTP_PORT/}
   API docs         $web/api/docs
   Django admin     $web/admin/
-  Health / ready   $web/healthz  $web/readyz
-  Metrics          $web/metrics
-  WebSocket        ws://$BIND:$HTTP_PORT/ws/sessions/<session id>/
+  Health           $web/healthz
+  Ready / metrics  $internal/readyz  $internal/metrics   (nginx's internal server)
+  WebSocket        wss://$BIND:$HTTPS_PORT/ws/sessions/<session id>/
   Flower           http://$BIND:$FLOWER_PORT/   ($flower_auth_note)
-  PgBouncer        $SHOWN_DATABASE_URL   (console: psql -h $BIND -p $PGBOUNCER_PORT -U $DB_USER pgbouncer)
-  Redis            redis://$BIND:$REDIS_PORT/0   (AOF; data in $RUN_DIR/redis)
+  PgBouncer        $SHOWN_DATABASE_URL   (console: psql -h $BIND -p $PGBOUNCER_PORT -U $PGBOUNCER_ADMIN_USER pgbouncer,
+                   password in $RUN_DIR/pgbouncer_admin_password)
+  Redis            redis://$BIND:$REDIS_PORT/0   (AOF; data in $RUN_DIR/redis; $REDIS_PASSWORD_NOTE)
   Logs             $LOG_DIR/
 Ctrl-C here, or deploy/scale-out.sh stop, stops everything.
 FlashBid scale-out ready.

@@ -1,13 +1,16 @@
 """deploy/scale-out.sh end to end: the multi-process system on this machine, wired as
-deploy/docker-compose.yml is (nginx in front of two daphnes, PgBouncer in front of the test database, the
-script's own Redis from deploy/redis.conf, one Celery worker, one beat, Flower), driven from
-outside like a client would: bids through nginx with Bearer tokens, sockets through nginx and
-straight to each daphne, then PostgreSQL, the settlement and PgBouncer's own console checked.
-The script is stopped at the end whatever happened (`scale-out.sh stop`, then the script itself)."""
+deploy/docker-compose.yml is (nginx with TLS in front of two daphnes, PgBouncer in front of the test
+database, the script's own Redis from deploy/redis.conf with a password, one Celery worker, one
+beat, Flower), driven from outside like a client would: bids through nginx over HTTPS (trusting the
+self-signed certificate the script made) with Bearer tokens, sockets through nginx (wss) and
+straight to each daphne, readiness on nginx's internal server, then PostgreSQL, the settlement and
+PgBouncer's own console (as its admin user) checked. The script is stopped at the end whatever
+happened (`scale-out.sh stop`, then the script itself)."""
 
 import asyncio
 import json
 import re
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from urllib.parse import urlparse
 import httpx
 import psycopg
 import pytest
+import redis
 import websockets
 from django.db import connection
 
@@ -37,14 +41,26 @@ PUSH_TIMEOUT = 10.0
 @dataclass
 class ScaleOut:
     http_port: int
+    https_port: int
+    internal_port: int
     web_ports: tuple[int, int]
     pgbouncer_port: int
+    redis_port: int
     flower_port: int
     run_dir: Path
 
     @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    def https(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def internal(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
+
+    @property
+    def ssl(self) -> ssl.SSLContext:
+        """Trusts the self-signed certificate the script made for nginx."""
+        return ssl.create_default_context(cafile=self.run_dir / "tls" / "cert.pem")
 
     def environ(self, name: str) -> dict[str, str]:
         """The environment a running process of the scale-out was started with."""
@@ -58,15 +74,18 @@ def scale_out(tmp_path, transactional_db, settings):
     for binary in ("nginx", "pgbouncer", "redis-server"):
         if not any(Path(d, binary).exists() for d in ("/usr/sbin", "/usr/bin", "/usr/local/bin")):
             pytest.fail(f"{binary} is not installed: run the suite through deploy/test.sh, which installs it")
-    ports = [processes.free_port() for _ in range(6)]
-    so = ScaleOut(http_port=ports[0], web_ports=(ports[1], ports[2]), pgbouncer_port=ports[3],
-                  flower_port=ports[5], run_dir=tmp_path / "scale-out")
+    ports = [processes.free_port() for _ in range(8)]
+    so = ScaleOut(http_port=ports[0], https_port=ports[6], internal_port=ports[7], web_ports=(ports[1], ports[2]),
+                  pgbouncer_port=ports[3], redis_port=ports[4], flower_port=ports[5], run_dir=tmp_path / "scale-out")
     env = processes.test_env(
         SCALE_OUT_DIR=str(so.run_dir), SCALE_OUT_HTTP_PORT=str(so.http_port),
+        SCALE_OUT_HTTPS_PORT=str(so.https_port), SCALE_OUT_INTERNAL_PORT=str(so.internal_port),
         SCALE_OUT_WEB_PORTS=" ".join(map(str, so.web_ports)), SCALE_OUT_PGBOUNCER_PORT=str(so.pgbouncer_port),
-        SCALE_OUT_REDIS_PORT=str(ports[4]), SCALE_OUT_FLOWER_PORT=str(so.flower_port),
+        SCALE_OUT_REDIS_PORT=str(so.redis_port), SCALE_OUT_FLOWER_PORT=str(so.flower_port),
         SCALE_OUT_BOOTSTRAP="0", SCALE_OUT_WORKER_CONCURRENCY="1",
-        DEBUG="false", SECRET_KEY=SECRET_KEY, STATIC_ROOT=str(tmp_path / "static"), LOG_FORMAT="plain",
+        # The tokens this test makes are signed with SECRET_KEY: the processes verify with it too.
+        DEBUG="false", SECRET_KEY=SECRET_KEY, JWT_SIGNING_KEY=SECRET_KEY, STATIC_ROOT=str(tmp_path / "static"),
+        LOG_FORMAT="plain",
         PERSIST_INTERVAL_SECONDS="1", SETTLE_INTERVAL_SECONDS="1",
         SLOW_REQUEST_MS="0",  # every request logged by the web process, with its request id
     )
@@ -104,18 +123,20 @@ def _kinds(frames: list[dict]) -> list[str]:
 
 
 async def _bid_and_listen(so: ScaleOut, session_id: str, plan: list[tuple[str, str]]):
-    """Sockets through nginx and straight to each daphne; then every bid through nginx; then what
-    each socket receives until it has the board at the final version, and then until the results
-    (or the time runs out: the caller asserts on the frames)."""
-    endpoints = {"nginx": so.http_port, "web1": so.web_ports[0], "web2": so.web_ports[1]}
+    """Sockets through nginx (wss) and straight to each daphne (ws); then every bid through nginx;
+    then what each socket receives until it has the board at the final version, and then until the
+    results (or the time runs out: the caller asserts on the frames)."""
+    endpoints = {"nginx": f"wss://127.0.0.1:{so.https_port}", "web1": f"ws://127.0.0.1:{so.web_ports[0]}",
+                 "web2": f"ws://127.0.0.1:{so.web_ports[1]}"}
     sockets, frames = {}, {name: [] for name in endpoints}
     try:
-        for name, port in endpoints.items():
-            sockets[name] = await websockets.connect(f"ws://127.0.0.1:{port}/ws/sessions/{session_id}/",
-                                                     origin=f"http://127.0.0.1:{port}", open_timeout=15)
+        for name, base in endpoints.items():
+            tls = {"ssl": so.ssl} if base.startswith("wss:") else {}
+            sockets[name] = await websockets.connect(f"{base}/ws/sessions/{session_id}/",
+                                                     origin=base.replace("ws", "http", 1), open_timeout=15, **tls)
             assert await _receive_until(sockets[name], frames[name], len, 15), f"no snapshot on {name}"
         replies = []
-        async with httpx.AsyncClient(base_url=so.http, timeout=15) as http:
+        async with httpx.AsyncClient(base_url=so.https, verify=so.ssl, timeout=15) as http:
             for token, price in plan:
                 response = await http.post(f"/api/sessions/{session_id}/bids", json={"price": price},
                                            headers={"Authorization": f"Bearer {token}"})
@@ -143,21 +164,46 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     so = scale_out
     test_db = connection.settings_dict["NAME"]
 
-    # Every long-running process reaches PostgreSQL through PgBouncer, with no Django pool.
+    # Every long-running process reaches PostgreSQL through PgBouncer, with no Django pool, and
+    # Redis with its password.
+    redis_password = (so.run_dir / "redis_password").read_text().strip()
     for name in ("web1", "web2", "worker", "beat"):
         environ = so.environ(name)
         url = urlparse(environ["DATABASE_URL"])
         assert (url.port, url.path.lstrip("/"), environ["DATABASE_POOL"]) == (so.pgbouncer_port, test_db, "false")
+        assert url.password  # PgBouncer asks every client for a password (SCRAM)
+        for key in ("REDIS_URL", "CELERY_BROKER_URL"):
+            assert urlparse(environ[key]).password == redis_password, (name, key)
+    # That Redis refuses whoever does not know it.
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=so.redis_port).ping()
+    assert redis.Redis(host="127.0.0.1", port=so.redis_port, password=redis_password).ping()
 
-    with httpx.Client(base_url=so.http, timeout=15) as http:
+    # Plain HTTP answers only with a redirect to HTTPS.
+    redirect = httpx.get(f"http://127.0.0.1:{so.http_port}/api/sessions", timeout=15)
+    assert (redirect.status_code, redirect.headers["location"]) == (301, f"{so.https}/api/sessions")
+    with httpx.Client(base_url=so.https, verify=so.ssl, timeout=15) as http:
         # nginx: static files itself (DEBUG is off: Django would not serve them), one request id per
-        # response (the client's when sane, else nginx's), readiness through PgBouncer.
+        # response (the client's when sane, else nginx's).
         static = http.get("/static/admin/css/base.css")
         assert static.status_code == 200 and static.headers["server"] == "nginx"
         given = http.get("/healthz", headers={"X-Request-ID": "scale-out-test-1"})
         assert given.headers.get_list("x-request-id") == ["scale-out-test-1"]
         assert re.fullmatch(r"[0-9a-f]{32}", http.get("/healthz").headers["x-request-id"])
-        assert http.get("/readyz").json()["checks"] == {"postgres": "ok", "redis": "ok", "broker": "ok"}
+        # The security headers on the app's answers too: one HSTS, frame and type option each, and
+        # a Content-Security-Policy (the app's own where it sets one, else nginx's).
+        for answer in (http.get("/api/sessions"), static, http.get("/login/")):
+            headers = answer.headers
+            assert headers.get_list("strict-transport-security") == ["max-age=300; includeSubDomains"], answer.url
+            assert headers.get_list("x-frame-options") == ["DENY"], answer.url
+            assert headers.get_list("x-content-type-options") == ["nosniff"], answer.url
+            assert len(headers.get_list("content-security-policy")) == 1, answer.url
+        # Readiness and metrics are not public ...
+        assert http.get("/readyz").status_code == 404 and http.get("/metrics").status_code == 404
+    # ... but on nginx's internal server: readiness through PgBouncer and the passworded Redis.
+    with httpx.Client(base_url=so.internal, timeout=15) as internal:
+        assert internal.get("/readyz").json()["checks"] == {"postgres": "ok", "redis": "ok", "broker": "ok"}
+        assert "flashbid_" in internal.get("/metrics").text
     flower = f"http://127.0.0.1:{so.flower_port}/"
     assert httpx.get(flower, timeout=10).status_code == 401
     user, password = (so.run_dir / "flower_basic_auth").read_text().strip().split(":", 1)
@@ -186,8 +232,10 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     assert [str(b) for b, _ in rankings] == [bid.bidder_id for bid in expected.ranking]
     assert sum(winner for _, winner in rankings) == expected.winners == 3
 
-    # That traffic went through PgBouncer (its own console), in transaction pooling.
-    with psycopg.connect(host="127.0.0.1", port=so.pgbouncer_port, user=connection.settings_dict["USER"],
+    # That traffic went through PgBouncer (its own console, as its admin: not the app's user), in
+    # transaction pooling.
+    with psycopg.connect(host="127.0.0.1", port=so.pgbouncer_port, user="pgbouncer_admin",
+                         password=(so.run_dir / "pgbouncer_admin_password").read_text().strip(),
                          dbname="pgbouncer", autocommit=True) as console:
         def rows(command: str) -> list[dict]:
             cursor = console.execute(command)
