@@ -1,5 +1,6 @@
-"""The login and registration forms of the pages. They only collect input: the checks that matter
-(password rules, taken names, the login rate limit) stay in accounts.services, shared with the API."""
+"""The login, registration and password-change forms of the pages. They only collect input: the
+checks that matter (password rules, taken names, the abuse limits) stay in accounts.services, shared
+with the API."""
 
 from django import forms
 
@@ -24,4 +25,21 @@ class RegisterForm(forms.Form):
         data = super().clean()
         if data.get("password") and data.get("password_again") and data["password"] != data["password_again"]:
             self.add_error("password_again", "The two passwords differ.")
+        return data
+
+
+class PasswordChangeForm(forms.Form):
+    old_password = forms.CharField(label="Current password", max_length=128, strip=False,
+                                   widget=forms.PasswordInput(attrs={"autocomplete": "current-password",
+                                                                     "autofocus": True}))
+    new_password = forms.CharField(label="New password", max_length=128, strip=False,
+                                   widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    new_password_again = forms.CharField(label="New password (again)", max_length=128, strip=False,
+                                         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("new_password") and data.get("new_password_again") \
+                and data["new_password"] != data["new_password_again"]:
+            self.add_error("new_password_again", "The two passwords differ.")
         return data

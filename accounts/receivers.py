@@ -5,13 +5,16 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import User
-from accounts.user_cache import local_forget, user_cache_store, user_hash_key
+from accounts.user_cache import local_forget, user_cache_refresh, user_hash_key
 from core.redis import get_redis
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 def user_saved(sender, instance: User, **kwargs) -> None:
-    transaction.on_commit(lambda: user_cache_store(instance))
+    # The committed row, not the instance: its token version may be older than PostgreSQL's (the
+    # instance was read before a revocation; User.save never writes the version).
+    user_id = instance.pk
+    transaction.on_commit(lambda: user_cache_refresh(user_id))
 
 
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")

@@ -4,13 +4,20 @@
 2. the Redis user hash fb:user:<id> (username, weight, is_admin, is_active, token version,
    session auth hash), written at once whenever the user changes;
 3. PostgreSQL, only on a cold miss, which refills (2).
-A change reaches every process within the local TTL (accounts.receivers writes layer 2 after
-every save).
+A change reaches every process within the local TTL: after every save, and after every revocation,
+accounts.receivers / accounts.services write layer 2 from the row as committed (user_cache_refresh).
+
+The token version in Redis never goes backwards (lua/user_store.lua): a cold miss that read the row
+before a revocation committed, or a refresh that finishes after a later one, cannot bring revoked
+tokens back. PostgreSQL holds the true version (accounts.models.token_version_bump); the hash's
+field is "ver" since issue 13: a hash without it (written when a password rehash could move the
+version in Redis alone) reads as a miss and is rewritten from PostgreSQL.
 """
 
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from cachetools import TTLCache
 from django.conf import settings
@@ -19,8 +26,10 @@ from accounts.models import User
 from core.db import orm
 from core.metrics import AUTH_CACHE
 from core.redis import get_async_redis, get_redis, key
+from core.scripts import lua_sources, script
 
 USER_HASH_TTL_SECONDS = 24 * 3600
+SOURCES = lua_sources(Path(__file__).resolve().parent / "lua", "user_store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,7 @@ def user_hash_fields(user: User) -> dict[str, str]:
         "weight": repr(float(user.weight)),
         "is_admin": "1" if user.is_staff else "0",
         "is_active": "1" if user.is_active else "0",
-        "tv": str(user.token_version),
+        "ver": str(user.token_version),
         "sh": user.get_session_auth_hash(),
     }
 
@@ -61,23 +70,40 @@ def _from_hash(user_id: str, data: dict[str, str]) -> CurrentUser:
         weight=float(data["weight"]),
         is_admin=data["is_admin"] == "1",
         is_active=data["is_active"] == "1",
-        token_version=int(data["tv"]),
+        token_version=int(data["ver"]),
         session_hash=data.get("sh", ""),
     )
 
 
-def user_cache_store(user: User, *, pipe=None) -> dict[str, str]:
-    """Write the Redis layer for `user` (on every change and on cold misses); forget the local copy.
-    With `pipe`, the commands join that pipeline (the caller executes it)."""
+def user_cache_store(user: User, *, pipe=None, fill: bool = False) -> dict[str, str]:
+    """Write the Redis layer from `user`, a row as PostgreSQL has it, and forget the local copy.
+
+    `fill` is for a cold miss (the row was read without knowing of any change in flight): it writes
+    only over a hash with an older token version or none. Otherwise the row was read after a
+    change committed and is written unless the hash already has a newer version. Returns the hash
+    as it stands afterwards. With `pipe`, the write joins that pipeline (the caller executes it) and
+    the fields of `user` are returned."""
     fields = user_hash_fields(user)
-    own = pipe is None
-    pipe = get_redis().pipeline() if own else pipe
-    pipe.hset(user_hash_key(user.pk), mapping=fields)
-    pipe.expire(user_hash_key(user.pk), USER_HASH_TTL_SECONDS)
-    if own:
-        pipe.execute()
+    args = [USER_HASH_TTL_SECONDS, "fill" if fill else "store", fields["ver"]]
+    for name, value in fields.items():
+        args += [name, value]
+    reply = script(get_redis(), "user_store", SOURCES["user_store"])(
+        keys=[user_hash_key(user.pk)], args=args, client=pipe if pipe is not None else get_redis())
     local_forget(str(user.pk))
-    return fields
+    if pipe is not None or not reply:
+        return fields
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def user_cache_refresh(user_id: object) -> None:
+    """Write the Redis layer from the user's committed row (after a save or a revocation), or drop
+    it if the user is gone. One query."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        get_redis().delete(user_hash_key(user_id))
+        local_forget(str(user_id))
+    else:
+        user_cache_store(user)
 
 
 def local_forget(user_id: str) -> None:
@@ -102,7 +128,7 @@ def _load_cold(user_id: str) -> CurrentUser | None:
     if user is None:
         return None
     AUTH_CACHE.labels("db").inc()
-    return _from_hash(user_id, user_cache_store(user))
+    return _from_hash(user_id, user_cache_store(user, fill=True))
 
 
 def _local_get(user_id: str) -> CurrentUser | None:
@@ -124,7 +150,7 @@ async def get_current_user(user_id: str) -> CurrentUser | None:
         AUTH_CACHE.labels("local").inc()
         return user
     data = await get_async_redis().hgetall(user_hash_key(user_id))
-    if data:
+    if "ver" in data:
         AUTH_CACHE.labels("redis").inc()
         user = _from_hash(user_id, data)
     else:
@@ -142,7 +168,7 @@ def get_current_user_sync(user_id: str) -> CurrentUser | None:
     if (user := _local_get(user_id)) is not None:
         return user
     data = get_redis().hgetall(user_hash_key(user_id))
-    user = _from_hash(user_id, data) if data else _load_cold(user_id)
+    user = _from_hash(user_id, data) if "ver" in data else _load_cold(user_id)
     if user is not None:
         _local_put(user)
     return user

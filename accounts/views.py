@@ -1,16 +1,20 @@
-"""Login, registration and logout pages: Django forms over accounts.services (the same validation
-and login rate limit as the API), then Django's session cookie, which the API also accepts."""
+"""Login, registration, password-change and logout pages: Django forms over accounts.services (the
+same validation and abuse limits as the API), then Django's session cookie, which the API also
+accepts."""
 
 from asgiref.sync import async_to_sync
-from django.contrib.auth import login, logout
+from django.conf import settings
+from django.contrib.auth import login, logout, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from accounts.forms import LoginForm, RegisterForm
-from accounts.services import user_login, user_register
+from accounts.forms import LoginForm, PasswordChangeForm, RegisterForm
+from accounts.services import user_login, user_password_change, user_register
 from core.exceptions import ApplicationError, ErrorCode
+from core.ratelimit import client_address
 
 
 def next_url(request: HttpRequest, fallback: str = "/") -> str:
@@ -40,39 +44,68 @@ def _page_status(exc: ApplicationError) -> int:
     return 429 if exc.code == ErrorCode.RATE_LIMITED else 200
 
 
+def _page(request: HttpRequest, template: str, context: dict, error: ApplicationError | None) -> HttpResponse:
+    response = render(request, template, context, status=_page_status(error) if error else 200)
+    if error is not None and error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 def login_page(request: HttpRequest) -> HttpResponse:
     form = LoginForm(request.POST or None)
-    status = 200
+    error = None
     if request.method == "POST" and form.is_valid():
         try:
-            # The service is async (it shares the API's rate limit); under ASGI this runs on the server's loop.
+            # The service is async (it shares the API's login limits); under ASGI this runs on the server's loop.
             user = async_to_sync(user_login)(request=request, username=form.cleaned_data["username"],
                                              password=form.cleaned_data["password"])
         except ApplicationError as exc:
-            form.add_error(None, exc.detail)
-            status = _page_status(exc)
+            error = exc
+            form.add_error(None, error.detail)
         else:
             login(request, user)
             return redirect(next_url(request))
-    return render(request, "accounts/login.html", _context(request, form), status=status)
+    return _page(request, "accounts/login.html", _context(request, form), error)
 
 
 @require_http_methods(["GET", "POST"])
 def register_page(request: HttpRequest) -> HttpResponse:
     form = RegisterForm(request.POST or None)
-    status = 200
+    error = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            user = user_register(username=data["username"], email=data["email"], password=data["password"])
+            user = user_register(username=data["username"], email=data["email"], password=data["password"],
+                                 address=client_address(request))
         except ApplicationError as exc:
-            _add_service_error(form, exc)
-            status = _page_status(exc)
+            error = exc
+            _add_service_error(form, error)
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
             return redirect(next_url(request))
-    return render(request, "accounts/register.html", _context(request, form), status=status)
+    return _page(request, "accounts/register.html", _context(request, form), error)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def password_change_page(request: HttpRequest) -> HttpResponse:
+    """Change the signed-in user's password. Every other login session and every token of the
+    user stops working; this session goes on (its auth hash is renewed)."""
+    form = PasswordChangeForm(request.POST or None)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            user = user_password_change(user_id=str(request.user.pk), old_password=data["old_password"],
+                                        new_password=data["new_password"], address=client_address(request))
+        except ApplicationError as exc:
+            error = exc
+            _add_service_error(form, error)
+        else:
+            update_session_auth_hash(request, user)
+            return render(request, "accounts/password_changed.html", {"next": next_url(request, "")})
+    return _page(request, "accounts/password_change.html", _context(request, form), error)
 
 
 @require_http_methods(["GET", "POST"])

@@ -358,3 +358,14 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
+
+# --- Auth and abuse limits (accounts) ---
+# Rates in the notation of the `limits` library ("10 per 15 minutes"); an empty value turns a limit
+# off. Counted in Redis per client address (REMOTE_ADDR; an IPv6 client by its /64), see
+# accounts/limits.py and docs/SECURITY.md. Login limits count failed attempts only. `manage.py check`
+# refuses a rate it cannot read (accounts/checks.py).
+LOGIN_FAILURES_PER_ADDRESS = env_str("LOGIN_FAILURES_PER_ADDRESS", "50 per 15 minutes")
+LOGIN_FAILURES_PER_NAME_AND_ADDRESS = env_str("LOGIN_FAILURES_PER_NAME_AND_ADDRESS", "10 per 15 minutes")
+REGISTRATIONS_PER_ADDRESS = env_str("REGISTRATIONS_PER_ADDRESS", "10 per hour")
+# Every authenticate() (API, pages, the Django admin) goes through the login limits.
+AUTHENTICATION_BACKENDS = ["accounts.backends.LoginLimitedBackend"]

@@ -1,0 +1,22 @@
+-- Write a user's hash (accounts.user_cache) unless it would move the token version backwards.
+-- KEYS[1]  the user hash, fb:user:<id>
+-- ARGV[1]  TTL in seconds
+-- ARGV[2]  "store": the row as committed in PostgreSQL after a change; kept unless the hash
+--          already holds a newer token version (a store that read the row earlier, finishing late)
+--          "fill":  the row as read on a cold miss; kept only if the hash holds no version, or
+--          an older one (a fill that read the row before a revocation must not undo it)
+-- ARGV[3]  the token version of the fields below
+-- ARGV[4..] field, value, field, value, ... (the whole hash, "ver" included)
+-- Reply: {} when written; else the hash as it stands (flat field, value list).
+local current = redis.call('HGET', KEYS[1], 'ver')
+if current then
+  current = tonumber(current)
+  local version = tonumber(ARGV[3])
+  if current > version or (ARGV[2] == 'fill' and current == version) then
+    return redis.call('HGETALL', KEYS[1])
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return {}
