@@ -10,10 +10,12 @@ from accounts.models import User
 from accounts.services import user_tokens_revoke
 from auctions.selectors import user_has_bids
 from core.exceptions import ApplicationError, ErrorCode
+from history.admin import AuditTrailHistoryMixin
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditTrailHistoryMixin, DjangoUserAdmin):
+    audit_trail_model = "user"
     list_display = ("username", "email", "weight", "is_staff", "is_active", "date_joined")
     list_editable = ("weight",)
     list_filter = ("is_staff", "is_superuser", "is_active")
@@ -40,6 +42,9 @@ class UserAdmin(DjangoUserAdmin):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
         for user in objs:
             if user_has_bids(user_id=str(user.pk)):
+                # Bids are read-only in the admin, so Django would only say "no permission to delete
+                # bids"; the protected-objects page says why and what to do. Deletion stays refused.
+                perms_needed = set()
                 protected.insert(0, format_html(
                     "{} has bid in an auction: a bidder who has bid cannot be deleted. Deactivate the account "
                     "instead (untick “Active” on its page): it can no longer sign in or bid.", user.username))

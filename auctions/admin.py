@@ -1,7 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Max
+from django.http import StreamingHttpResponse
 
+from auctions import exports
 from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking, SessionStatus
+from core.streaming import in_batches
+from history.admin import AuditTrailHistoryMixin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -37,14 +41,16 @@ class RankingInline(admin.TabularInline):
 
 
 @admin.register(BiddingSession)
-class BiddingSessionAdmin(admin.ModelAdmin):
+class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
+    audit_trail_model = "session"
     list_display = ("id", "product", "status", "bidder_count", "top_price", "upset_price", "inventory",
-                    "start_time", "end_time", "final_price", "alert")
+                    "start_time", "end_time", "final_price", "audit_verified", "alert")
     list_filter = ("status", "start_time", "end_time")
     search_fields = ("id", "product__name")
     list_select_related = ("product",)
-    readonly_fields = ("id", "status", "final_price", "settled_at", "settlement_alert", "created_by", "created_at",
-                       "updated_at")
+    readonly_fields = ("id", "status", "final_price", "settled_at", "settlement_alert", "log_digest",
+                       "audit_verified", "audit_checked_at", "audit_detail", "created_by", "created_at", "updated_at")
+    actions = ["export_bids", "export_ranking"]
     autocomplete_fields = ("product",)
     date_hierarchy = "start_time"
     inlines = [RankingInline]
@@ -70,6 +76,27 @@ class BiddingSessionAdmin(admin.ModelAdmin):
     @admin.display(description="alert", boolean=True)
     def alert(self, obj) -> bool:
         return bool(obj.settlement_alert)
+
+    def _export(self, request, queryset, what: str):
+        """One session's CSV (auctions.exports), streamed like the API's export."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one session to export.", messages.WARNING)
+            return None
+        session = queryset.get()
+        if what == "ranking" and session.status != SessionStatus.SETTLED:
+            self.message_user(request, "The ranking exists once the session is settled.", messages.WARNING)
+            return None
+        rows = exports.bids_csv(session.pk) if what == "bids" else exports.ranking_csv(session.pk)
+        return StreamingHttpResponse(in_batches(rows), content_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="session-{session.pk}-{what}.csv"'})
+
+    @admin.action(description="Export the bid log as CSV (one session)")
+    def export_bids(self, request, queryset):
+        return self._export(request, queryset, "bids")
+
+    @admin.action(description="Export the settled ranking as CSV (one session)")
+    def export_ranking(self, request, queryset):
+        return self._export(request, queryset, "ranking")
 
     @admin.display(description="bidders", ordering="_bidders")
     def bidder_count(self, obj) -> int:

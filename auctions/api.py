@@ -1,7 +1,7 @@
 """Sessions, bids and admin API (django-ninja routers): parse, call one service, shape the answer."""
 
 import datetime as dt
-from dataclasses import fields
+from dataclasses import asdict, fields
 from decimal import Decimal
 from typing import Literal
 from uuid import UUID
@@ -9,7 +9,7 @@ from uuid import UUID
 import orjson
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.http.request import RawPostDataException
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
@@ -18,11 +18,14 @@ from pydantic import create_model
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
 from accounts.services import user_set_weight
-from auctions import selectors, services, settlement
+from auctions import exports, selectors, services, settlement, verification
 from auctions.rules import InvalidPrice, price_parse
 from core.exceptions import ApplicationError, ErrorCode, ErrorOut, Text
-from core.json import json_response
+from core.json import dumps, json_response
 from core.routes import redis_only
+from core.streaming import in_batches
+from history.selectors import audit_trail
+from history.services import acting_as
 
 router = Router(tags=["sessions"])
 admin_router = Router(tags=["admin"], auth=admin_auth)
@@ -130,6 +133,11 @@ class WinnerOut(Schema):
     score: float
 
 
+class AuditOut(Schema):
+    verified: bool | None = Field(description="null until the independent audit has run")
+    checked_at: dt.datetime | None
+
+
 class ResultsOut(Schema):
     session_id: UUID
     final_price: Decimal | None
@@ -137,6 +145,8 @@ class ResultsOut(Schema):
     total_bidders: int
     winners: list[WinnerOut]
     settled_at: dt.datetime
+    log_digest: str | None = Field(description="hex SHA-256 of the bid log's canonical lines (see /log)")
+    audit: AuditOut
 
 
 @router.get("/sessions/{uuid:session_id}/results", response={200: ResultsOut, 404: ErrorOut, 409: ErrorOut})
@@ -147,6 +157,23 @@ def session_results(request: HttpRequest, session_id: UUID):
     if results is None:
         raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is not settled yet.")
     return json_response(results)
+
+
+def _settled_or_refuse(session_id: UUID) -> None:
+    if not selectors.session_exists(session_id=session_id):
+        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
+    if selectors.results_get(session_id=session_id) is None:
+        raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is not settled yet.")
+
+
+@router.get("/sessions/{uuid:session_id}/log", response={200: None, 404: ErrorOut, 409: ErrorOut},
+            openapi_extra={"responses": {200: {"description": "The bid log: one JSON object per accepted bid, in "
+                                                              "seq order", "content": {"application/x-ndjson": {}}}}})
+def session_log(request: HttpRequest, session_id: UUID):
+    """The public bid log of a settled session, as JSON lines; its digest is `results.log_digest`."""
+    _settled_or_refuse(session_id)
+    lines = (dumps(verification.log_record(bid)) + b"\n" for bid in verification.bid_log(session_id))
+    return StreamingHttpResponse(in_batches(lines), content_type="application/x-ndjson")
 
 
 # --- Admin ----------------------------------------------------------------------------------
@@ -180,7 +207,8 @@ async def admin_product_create(request: HttpRequest, payload: ProductIn):
 @admin_router.post("/sessions", response={201: SessionOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
 async def admin_session_create(request: HttpRequest, payload: SessionIn):
     def create():
-        session = services.session_create(**payload.dict(), created_by_id=request.auth.id)
+        with acting_as(request.auth.id):
+            session = services.session_create(**payload.dict(), created_by_id=request.auth.id)
         return selectors.session_as_dict(session)
 
     return HttpStatus(201, await sync_to_async(create)())
@@ -189,11 +217,16 @@ async def admin_session_create(request: HttpRequest, payload: SessionIn):
 @admin_router.patch("/users/{uuid:user_id}", response={200: UserOut, 401: ErrorOut, 403: ErrorOut,
                                                        404: ErrorOut, 422: ErrorOut})
 async def admin_user_update(request: HttpRequest, user_id: UUID, payload: WeightIn):
-    return await sync_to_async(user_set_weight)(user_id=str(user_id), weight=payload.weight)
+    def update():
+        with acting_as(request.auth.id):
+            return user_set_weight(user_id=str(user_id), weight=payload.weight)
+
+    return await sync_to_async(update)()
 
 
 @admin_router.post("/sessions/{uuid:session_id}/settle",
-                   response={200: ResultsOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut})
+                   response={200: ResultsOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
+                             503: ErrorOut})
 def admin_session_settle(request: HttpRequest, session_id: UUID):
     """Settle now (instead of waiting for the next beat tick); 409 before the session's end."""
     settlement.session_settle(session_id=str(session_id))
@@ -201,3 +234,42 @@ def admin_session_settle(request: HttpRequest, session_id: UUID):
     if results is None:  # another worker holds it right now
         raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is being settled; try again shortly.")
     return json_response(results)
+
+
+class ExportQuery(Schema):
+    what: Literal["bids", "ranking"]
+
+
+@admin_router.get("/sessions/{uuid:session_id}/export",
+                  response={200: None, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+                  openapi_extra={"responses": {200: {"description": "CSV, header row first, streamed",
+                                                     "content": {"text/csv": {}}}}})
+def admin_session_export(request: HttpRequest, session_id: UUID, query: Query[ExportQuery]):
+    """Every persisted bid (`bids`, seq order) or the settled ranking (`ranking`) as streamed CSV."""
+    if query.what == "ranking":
+        _settled_or_refuse(session_id)
+        rows = exports.ranking_csv(session_id)
+    else:
+        if not selectors.session_exists(session_id=session_id):
+            raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
+        rows = exports.bids_csv(session_id)
+    return StreamingHttpResponse(in_batches(rows), content_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="session-{session_id}-{query.what}.csv"'})
+
+
+class AuditQuery(Schema):
+    model: Literal["user", "session"]
+    id: str = Field(max_length=64)
+
+
+class ChangeOut(Schema):
+    at: dt.datetime
+    actor: str | None
+    action: Literal["create", "update"]
+    changes: dict[str, list]
+
+
+@admin_router.get("/audit", response={200: list[ChangeOut], 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})
+def admin_audit(request: HttpRequest, query: Query[AuditQuery]):
+    """Who changed what of one user (weight, is_admin, is_active) or session (its terms), newest first."""
+    return json_response([asdict(change) for change in audit_trail(model=query.model, object_id=query.id)])

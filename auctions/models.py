@@ -41,6 +41,12 @@ class BiddingSession(models.Model):
     settled_at = models.DateTimeField(null=True, blank=True)
     # Set by a settlement that found a mismatch it could not resolve (it settles all the same).
     settlement_alert = models.TextField(blank=True, default="")
+    # The hex SHA-256 of the bid log in its canonical form (auctions.verification), set at settlement.
+    log_digest = models.CharField(max_length=64, blank=True, default="")
+    # The independent audit of the settlement (manage.py audit_session): None until it ran.
+    audit_verified = models.BooleanField(null=True, blank=True)
+    audit_checked_at = models.DateTimeField(null=True, blank=True)
+    audit_detail = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

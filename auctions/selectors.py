@@ -61,6 +61,8 @@ def results_get(*, session_id) -> dict | None:
         "total_bidders": rankings.count(),
         "winners": winners,
         "settled_at": session.settled_at,
+        "log_digest": session.log_digest or None,
+        "audit": {"verified": session.audit_verified, "checked_at": session.audit_checked_at},
     }
 
 

@@ -18,6 +18,7 @@ Order of work for one session (`session_settle`):
    leaderboard announces the result to listeners).
 """
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import User
 from auctions import live, persistence
 from auctions.events import session_settled
 from auctions.models import Bid, BiddingSession, Ranking, SessionStatus, status_q
 from auctions.rules import RankedBid, cents_to_price, settle, to_us, us_to_datetime
+from auctions.verification import log_digest, session_audit_record
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import SETTLE_SECONDS, SETTLEMENT_ALERTS, SETTLEMENTS
 from core.redis import get_redis
@@ -61,8 +64,14 @@ def _persist_missing_from_redis(session_id: str) -> int:
         if known.get(user_id, -1) >= int(seq):
             continue
         missing.append(("0-0", {"u": user_id, "p": str(cents_to_price(int(cents))), "s": score,
-                                "q": seq, "t": accepted_us, "w": "0"}))
+                                "q": seq, "t": accepted_us}))
     if missing:
+        # The Redis bids hash keeps no weight; the bidder's weight now is the best record left
+        # (the independent audit flags the bid if it had changed since).
+        weights = {str(pk): weight for pk, weight in
+                   User.objects.filter(pk__in=[f["u"] for _, f in missing]).values_list("pk", "weight")}
+        for _, fields in missing:
+            fields["w"] = repr(weights.get(fields["u"], 0.0))
         logger.warning("settlement %s: %d bidder(s) ranked in Redis are missing or older in PostgreSQL "
                        "(stream entries lost); persisting them from Redis",
                        session_id, len(missing))
@@ -126,6 +135,8 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
         locked.final_price = outcome.final_price
         locked.status = SessionStatus.SETTLED
         locked.settled_at = timezone.now()
+        locked.log_digest = log_digest(locked.pk)  # of the log the ranking was made from (same transaction)
+        update_fields.append("log_digest")
         locked.save(update_fields=update_fields)
         transaction.on_commit(lambda: _after_settled(str(locked.pk)))
     seconds = time.perf_counter() - started
@@ -161,6 +172,7 @@ def sessions_settle_due() -> list[str]:
     due = (BiddingSession.objects.exclude(status=SessionStatus.SETTLED).filter(end_time__lte=now)
            .order_by("end_time").values_list("pk", flat=True))
     settled = []
+    _audits_catch_up()
     for session_id in due:
         try:
             outcome = session_settle(session_id=str(session_id))
@@ -173,3 +185,19 @@ def sessions_settle_due() -> list[str]:
                         outcome.bidders, outcome.winners, outcome.final_price, outcome.seconds)
             settled.append(outcome.session_id)
     return settled
+
+
+# Settled sessions whose audit never ran (its task was lost): a few per tick.
+AUDITS_PER_TICK = 5
+
+
+def _audits_catch_up() -> None:
+    """The audit runs by itself after each settlement (worker.tasks.audit_session, sent after the
+    commit); a settled session it never reached is audited here, a few per tick."""
+    missed = (BiddingSession.objects.filter(status=SessionStatus.SETTLED, audit_checked_at__isnull=True,
+                                            settled_at__lt=timezone.now() - dt.timedelta(minutes=1))
+              .order_by("settled_at").values_list("pk", flat=True)[:AUDITS_PER_TICK])
+    for session_id in missed:
+        difference = session_audit_record(session_id=session_id)
+        if difference:
+            logger.error("audit of session %s failed: %s", session_id, difference)

@@ -89,4 +89,5 @@ def session_results(request: HttpRequest, session_id) -> HttpResponse:
     return render(request, "auctions/session_results.html", {
         "session": session, "status": status, "results": results, "mine": mine, "server_time": now,
         "results_api": f"/api/sessions/{session.pk}/results",
+        "log_api": f"/api/sessions/{session.pk}/log",
     })

@@ -99,8 +99,11 @@ INSTALLED_APPS = [
     "channels",
     "ninja",  # Swagger UI's assets from our own /static/ (ninja/static/ninja), not a CDN
     "flashbid.apps.WiringConfig",  # the deploy checks (flashbid/checks.py)
+    "pgtrigger",
+    "pghistory",
     "accounts",
     "auctions",
+    "history",  # the audit trail of outcome-changing fields (django-pghistory triggers)
     "leaderboard",
     "worker",
 ]
@@ -112,6 +115,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who changed what from the pages and the admin, for the audit trail (the API sets it itself).
+    "pghistory.middleware.HistoryMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",

@@ -11,9 +11,7 @@ commands. Nothing here imports the engine's modules, so the tests describe behav
 5. A bid accepted after settlement's final drain (an admin extending end_time during settlement;
    stale params / a clock step).
 
-Written against the code before issue 12's fix (67fa461), where all nine failed; with the fix
-(74862c3 and after) eight pass. The one left is marked xfail(strict): the Django admin's delete page
-for a bidder does not say to deactivate instead. Remove that mark when it does.
+Written against the code before issue 12's fix (67fa461), where all nine failed; they pass with it.
 """
 
 import datetime as dt
@@ -559,10 +557,6 @@ def test_bids_after_redis_came_back_older_than_postgresql_are_all_kept_and_ranke
 
 # --- 3. A bidder's account is deleted after they bid --------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 12: the admin's delete page for a bidder takes Django's 'permissions lacking' branch (Bid and "
-    "BidEvent are read-only in the admin), so its 'deactivate instead' advice (UserAdmin.get_deleted_objects, "
-    "shown only in the 'protected' branch) never appears"))
 def test_a_bidder_whose_bid_reached_postgresql_cannot_be_deleted_and_the_session_settles(
         stack, make_session, make_user, auth_header, client):
     """Deleting a user whose bid the worker persisted is refused (ProtectedError), from code and

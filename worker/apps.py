@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class WorkerConfig(AppConfig):
     name = "worker"
+
+    def ready(self) -> None:
+        from auctions.events import session_settled
+        from worker.tasks import audit_after_settlement
+
+        session_settled.connect(audit_after_settlement, dispatch_uid="worker.audit_after_settlement")

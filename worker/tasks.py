@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 from django.db import Error as DatabaseError
 
-from auctions import recovery, settlement
+from auctions import recovery, settlement, verification
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +44,24 @@ def settle_sessions() -> dict:
     if settled:
         logger.info("settle_sessions settled %d session(s)", len(settled))
     return {"settled": settled}
+
+
+@shared_task(name="worker.tasks.audit_session", ignore_result=True, autoretry_for=OUTAGES, retry_backoff=5,
+             max_retries=10)
+def audit_session(session_id: str) -> dict:
+    """Replay a settled session's bid log with the rules and record whether the settlement agrees
+    (auctions.verification). Sent after every settlement's commit; idempotent."""
+    difference = verification.session_audit_record(session_id=session_id)
+    if difference:
+        logger.error("audit of session %s failed: %s", session_id, difference)
+    return {"session": session_id, "verified": difference is None}
+
+
+def audit_after_settlement(sender, *, session_id: str, **kwargs) -> None:
+    """Receiver of auctions.events.session_settled (WorkerConfig.ready): queue the audit. A broker
+    that is down loses nothing: the settle tick audits what no task reached."""
+    try:
+        audit_session.delay(session_id)
+    except Exception:
+        logger.warning("could not queue the audit of session %s; the settle tick will run it", session_id,
+                       exc_info=True)
