@@ -126,6 +126,19 @@ def test_the_results_page_shows_the_final_price_the_winners_and_my_outcome(clien
     assert outcome in " ".join(page.split())
 
 
+def test_the_results_page_shows_whether_the_result_was_verified_and_links_its_log(client, sessions):
+    from auctions.models import BiddingSession
+
+    settled = sessions["settled"]
+    url = f"/sessions/{settled.pk}/results/"
+    assert "has not run yet" in client.get(url).content.decode()
+    BiddingSession.objects.filter(pk=settled.pk).update(log_digest="ab" * 32, audit_verified=True,
+                                                         audit_checked_at=timezone.now())
+    page = client.get(url).content.decode()
+    assert 'data-verified="true"' in page and "Verified" in page
+    assert f'href="/api/sessions/{settled.pk}/log"' in page and "ab" * 32 in page
+
+
 def test_the_results_page_says_settling_until_the_session_is_settled(client, sessions):
     page = client.get(f"/sessions/{sessions['ended'].pk}/results/").content.decode()
     assert 'id="settling"' in page and "Settling" in page and "flashbid/results.js" in page
