@@ -143,9 +143,11 @@ api = FlashBidAPI(
     # No online validator badge (it would call validator.swagger.io).
     docs=SelfHostedSwagger(settings={"validatorUrl": None}),
 )
-api.add_router("/auth", auth_router)
+# The hot routers first: URL resolution tries patterns in this order, so the bid and the board
+# resolve without walking the auth and admin routes.
 api.add_router("/", sessions_router)
 api.add_router("/", leaderboard_router)
+api.add_router("/auth", auth_router)
 api.add_router("/admin", admin_router)
 
 
