@@ -8,26 +8,11 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from django.db.backends import utils as db_utils
 
 from auctions import live
 from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def executed_sql(monkeypatch):
-    """Every SQL statement any thread of this process runs from here on."""
-    executed = []
-    original = db_utils.CursorWrapper._execute_with_wrappers
-
-    def counting(self, sql, *args, **kwargs):
-        executed.append(sql)
-        return original(self, sql, *args, **kwargs)
-
-    monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", counting)
-    return executed
 
 
 def _requests(paths_and_methods, headers):

@@ -10,7 +10,6 @@ from decimal import Decimal
 import httpx
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from django.db.backends import utils as db_utils
 
 from auctions import live
 from auctions.rules import RankedBid, bid_score, ranking_order, to_us
@@ -114,7 +113,7 @@ async def test_no_bid_is_accepted_at_or_after_the_end(api, make_session, users, 
     assert stream_len == len(accepted)
 
 
-def test_warm_bid_runs_no_sql_in_any_thread(make_session, users, auth_header, monkeypatch,
+def test_warm_bid_runs_no_sql_in_any_thread(make_session, users, auth_header, executed_sql,
                                             django_assert_num_queries):
     from flashbid.asgi import application
 
@@ -129,21 +128,14 @@ def test_warm_bid_runs_no_sql_in_any_thread(make_session, users, auth_header, mo
 
     assert async_to_sync(post)("11.00").status_code == 201  # cold: loads params and the user
 
-    executed = []
-    original = db_utils.CursorWrapper._execute_with_wrappers
-
-    def counting(self, sql, *args, **kwargs):
-        executed.append(sql)
-        return original(self, sql, *args, **kwargs)
-
-    monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", counting)
+    executed_sql.clear()
     with django_assert_num_queries(0):
         response = async_to_sync(post)("12.00")
     assert response.status_code == 201
-    assert executed == []
+    assert executed_sql == []
     # the counter does see SQL run by the app's threads (a cold path would show here)
     async_to_sync(sync_to_async(lambda: list(type(session).objects.filter(pk=session.pk))))()
-    assert len(executed) == 1
+    assert len(executed_sql) == 1
 
 
 async def test_a_retry_with_the_same_idempotency_key_places_nothing_new(api, make_session, users, auth_header):
