@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count, Max
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 
 from auctions import exports
 from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking, SessionStatus
@@ -58,10 +59,17 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_bidders=Count("bids"), _top=Max("bids__price"))
 
+    # Terms that score or rank the bids already placed: fixed once bidding has started (the live
+    # scores would not follow them, and the audit would fail the settlement). The end stays
+    # editable: moving it is what an admin may need, and the engine follows it (auctions.recovery).
+    STARTED_FIXED = ("product", "upset_price", "inventory", "alpha", "beta", "gamma", "start_time")
+
     def get_readonly_fields(self, request, obj=None):
-        """A settled session is a record: nothing of it changes any more."""
+        """A settled session is a record: nothing of it changes any more; a started one keeps its terms."""
         if obj is not None and obj.status == SessionStatus.SETTLED:
             return [field.name for field in obj._meta.fields]
+        if obj is not None and obj.start_time <= timezone.now():
+            return (*self.readonly_fields, *self.STARTED_FIXED)
         return self.readonly_fields
 
     def save_model(self, request, obj, form, change) -> None:

@@ -50,3 +50,17 @@ def test_admin_requires_staff(client, make_user):
     client.force_login(make_user())
     response = client.get(reverse("admin:auctions_biddingsession_changelist"))
     assert response.status_code == 302
+
+
+def test_a_started_sessions_scoring_terms_are_read_only_and_its_end_stays_editable(client, admin_user,
+                                                                                  make_session):
+    started, scheduled = make_session(starts_in=-60), make_session(starts_in=600)
+    client.force_login(admin_user)
+
+    def editable(session) -> set[str]:
+        page = client.get(reverse("admin:auctions_biddingsession_change", args=[session.pk]))
+        return set(page.context["adminform"].form.fields)
+
+    fixed = {"upset_price", "inventory", "alpha", "beta", "gamma", "start_time"}
+    assert not fixed & editable(started) and "end_time" in editable(started)
+    assert fixed <= editable(scheduled)

@@ -42,7 +42,7 @@ def test_a_weight_set_through_the_api_and_in_a_shell_is_on_the_trail_with_who_di
 def test_session_terms_changed_in_the_admin_are_on_the_trail_and_its_history_page(api, client, make_user,
                                                                                    make_session, auth_header):
     admin = make_user(is_staff=True, is_superuser=True, username="bob-admin")
-    session = make_session(upset_price="10.00", inventory=3)
+    session = make_session(upset_price="10.00", inventory=3, starts_in=600)  # not started: terms editable
     client.force_login(admin)
     change_url = reverse("admin:auctions_biddingsession_change", args=[session.pk])
     form = client.get(change_url).context["adminform"].form
