@@ -5,6 +5,7 @@ follow these, and tests hold both against them."""
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -55,19 +56,44 @@ class InvalidPrice(ValueError):
     pass
 
 
+# A price string: ASCII digits, an optional point and at most 2 decimals ("123", "123.4", "123.45").
+_PRICE_TEXT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
+_PRICE_TEXT_DECIMALS = re.compile(r"[0-9]+\.[0-9]{3,}")
+
+
+def _price_text_problem(text: str) -> str:
+    """Why a price string is not plain decimal text, in the words the 422 detail uses."""
+    if not text:
+        return "price must not be empty"
+    if any(c.isspace() for c in text):
+        return "price must not contain spaces"
+    if text[0] in "+-":
+        return "price must be written without a sign"
+    if "e" in text.lower() and any(c.isdigit() for c in text):
+        return "price must be written without an exponent (like 1000, not 1e3)"
+    if any(c.isdigit() and not c.isascii() for c in text):
+        return "price must use the digits 0-9"
+    if _PRICE_TEXT_DECIMALS.fullmatch(text):
+        return "price must have at most 2 decimals"
+    return "price must be a number like 123.45"
+
+
 def price_parse(value: object) -> Decimal:
-    """A bid price from JSON input: a finite number or numeric string, > 0, at most 2 decimals,
-    at most 1,000,000,000. Raises InvalidPrice otherwise."""
+    """A bid price from JSON input: a finite number, or a string of ASCII digits with an optional
+    point and at most 2 decimals (no sign, exponent, spaces or other digits); > 0, at most
+    1,000,000,000. Raises InvalidPrice naming the exact reason otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidPrice("price must be a number like 123.45")
-    if isinstance(value, float):
+    if isinstance(value, str):
+        if len(value) > 32 or not _PRICE_TEXT.fullmatch(value):
+            raise InvalidPrice(_price_text_problem(value[:33]))
+        text = value
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidPrice("price must be a finite number")
         text = repr(value)
     else:
-        text = str(value).strip()
-    if len(text) > 32:
-        raise InvalidPrice("price must be a number like 123.45")
+        text = str(value)
     try:
         price = Decimal(text)
     except InvalidOperation:

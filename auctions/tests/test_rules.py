@@ -19,9 +19,23 @@ def test_invalid_prices_are_refused(raw):
 
 
 @pytest.mark.parametrize("raw,expected", [("123.45", "123.45"), (123.45, "123.45"), (7, "7.00"),
-                                          ("1000000000", "1000000000.00"), ("0.01", "0.01"), (" 5.5 ", "5.50")])
+                                          ("1000000000", "1000000000.00"), ("0.01", "0.01"), ("5.5", "5.50"),
+                                          (1e3, "1000.00")])
 def test_valid_prices_are_normalised_to_cents(raw, expected):
     assert price_parse(raw) == Decimal(expected)
+
+
+@pytest.mark.parametrize("raw,reason", [
+    # The contract's price strings are plain ASCII decimals (the page's text box sends strings).
+    ("1e3", "without an exponent"), ("+51", "without a sign"), ("-5", "without a sign"), (" 50", "spaces"),
+    ("50 ", "spaces"), ("１２３", "digits 0-9"), ("12.345", "at most 2 decimals"), ("12.", "like 123.45"),
+    (".5", "like 123.45"), ("", "must not be empty"), ("99999999999999", "must not exceed 1,000,000,000"),
+    ("0", "greater than 0"), ("0.00", "greater than 0"),
+])
+def test_a_price_string_that_is_not_plain_decimal_text_is_refused_naming_why(raw, reason):
+    with pytest.raises(InvalidPrice) as refused:
+        price_parse(raw)
+    assert reason in str(refused.value)
 
 
 def _bid(bidder, price, score, seq):
@@ -99,3 +113,18 @@ def test_the_bid_script_follows_the_pure_rules(bids, alpha, beta, gamma, invento
         assert (float(reply[4]) if reply[4] else None) == expected_threshold
     members = client.zrevrange(keys.rank, 0, -1)
     assert [m.split(":", 1)[1] for m in members] == [b.bidder_id for b in ranking_order(list(current.values()))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(board=st.lists(st.tuples(st.integers(1, 100_000), st.floats(0, 1e6, allow_nan=False)), max_size=30),
+       inventory=st.integers(1, 10))
+def test_no_winner_ever_pays_more_than_their_bid_and_the_price_is_a_winners(board, inventory):
+    bids = [_bid(f"b{n}", f"{cents / 100:.2f}", score, n + 1) for n, (cents, score) in enumerate(board)]
+    outcome = settle(bids, inventory=inventory)
+    winners = outcome.ranking[:outcome.winners]
+    assert outcome.winners == min(inventory, len(bids))
+    if winners:
+        assert all(bid.price >= outcome.final_price for bid in winners)
+        assert outcome.final_price in {bid.price for bid in winners}
+    else:
+        assert outcome.final_price is None

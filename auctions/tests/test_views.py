@@ -163,3 +163,9 @@ def test_the_pages_javascript_has_friendly_text_for_every_bid_error_code():
                  ErrorCode.NOT_AUTHENTICATED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.INVALID,
                  ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNAVAILABLE}
     assert {str(code) for code in bid_codes} <= codes
+
+
+def test_the_session_page_says_no_winner_pays_more_than_their_bid(client, sessions, make_user):
+    client.force_login(make_user())
+    page = " ".join(client.get(f"/sessions/{sessions['active'].pk}/").content.decode().split())
+    assert "If you win, you pay the lowest winning price, never more than your bid." in page
