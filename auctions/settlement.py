@@ -194,8 +194,11 @@ AUDITS_PER_TICK = 5
 def _audits_catch_up() -> None:
     """The audit runs by itself after each settlement (worker.tasks.audit_session, sent after the
     commit); a settled session it never reached is audited here, a few per tick."""
+    # Only sessions settled by this code (they have a digest): older ones were settled under the
+    # earlier final-price rule, keep that price, and are audited on request (manage.py audit_session).
     missed = (BiddingSession.objects.filter(status=SessionStatus.SETTLED, audit_checked_at__isnull=True,
                                             settled_at__lt=timezone.now() - dt.timedelta(minutes=1))
+              .exclude(log_digest="")
               .order_by("settled_at").values_list("pk", flat=True)[:AUDITS_PER_TICK])
     for session_id in missed:
         difference = session_audit_record(session_id=session_id)
