@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements-dev.txt
 # System tests drive a real browser (Debian's chromium) and the scale-out wiring (nginx, PgBouncer);
-# the deploy checks lint the shell scripts.
-deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck
+# the deploy checks lint the shell scripts and make throwaway TLS certificates (openssl).
+deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck openssl
 exec .venv/bin/pytest "$@"
