@@ -85,8 +85,10 @@ def price_parse(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidPrice("price must be a number like 123.45")
     if isinstance(value, str):
-        if len(value) > 32 or not _PRICE_TEXT.fullmatch(value):
-            raise InvalidPrice(_price_text_problem(value[:33]))
+        if not _PRICE_TEXT.fullmatch(value[:64]):
+            raise InvalidPrice(_price_text_problem(value[:64]))
+        if len(value) > 32:  # plain digits, far too many of them
+            raise InvalidPrice("price must not exceed 1,000,000,000")
         text = value
     elif isinstance(value, float):
         if not math.isfinite(value):

@@ -30,7 +30,8 @@ def test_valid_prices_are_normalised_to_cents(raw, expected):
     ("1e3", "without an exponent"), ("+51", "without a sign"), ("-5", "without a sign"), (" 50", "spaces"),
     ("50 ", "spaces"), ("１２３", "digits 0-9"), ("12.345", "at most 2 decimals"), ("12.", "like 123.45"),
     (".5", "like 123.45"), ("", "must not be empty"), ("99999999999999", "must not exceed 1,000,000,000"),
-    ("0", "greater than 0"), ("0.00", "greater than 0"),
+    ("0", "greater than 0"), ("0.00", "greater than 0"), ("1" * 40, "must not exceed 1,000,000,000"),
+    ("1" * 40 + "x", "like 123.45"),
 ])
 def test_a_price_string_that_is_not_plain_decimal_text_is_refused_naming_why(raw, reason):
     with pytest.raises(InvalidPrice) as refused:
