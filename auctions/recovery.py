@@ -113,6 +113,10 @@ def known_sessions_rebuild() -> bool:
         _release(lock)
 
 
+def _recovering(detail: str = "The session's live state is being restored; try again in a moment."):
+    return ApplicationError(ErrorCode.RECOVERING, detail, retry_after=1)
+
+
 async def session_known(session_id) -> bool:
     """Whether the session exists, answered from Redis (no SQL), except once after Redis lost the
     set of known ids: then one query refills it for every process."""
@@ -120,8 +124,7 @@ async def session_known(session_id) -> bool:
     while (known := await live.known_check(session_id)) is None:
         if not await orm(known_sessions_rebuild):
             if time.monotonic() >= deadline:
-                raise ApplicationError(ErrorCode.RECOVERING, "The session index is being restored; try again.",
-                                       retry_after=1)
+                raise _recovering("The session index is being restored; try again in a moment.")
             await asyncio.sleep(0.05)
     return known
 
@@ -135,10 +138,20 @@ async def live_state_await(session_id) -> None:
     deadline = time.monotonic() + RESTORE_WAIT_SECONDS
     while await orm(live_state_ensure, session_id=session_id) == "busy":
         if time.monotonic() >= deadline:
-            raise ApplicationError(ErrorCode.RECOVERING,
-                                   "The session's live state is being restored; try again in a moment.",
-                                   retry_after=1)
+            raise _recovering()
         await asyncio.sleep(0.05)
+
+
+async def run_when_whole(script, *, keys: list, args: list, session_id) -> list:
+    """Run one of the live state's scripts (auctions.live). One that answers "no_params" (the state
+    is not whole: first use, or Redis lost part of it) runs again once the state is restored."""
+    reply = await script(keys=keys, args=args)
+    if reply[0] == "err" and reply[1] == "no_params":
+        await live_state_await(session_id)
+        reply = await script(keys=keys, args=args)
+        if reply[0] == "err" and reply[1] == "no_params":  # lost again meanwhile
+            raise _recovering()
+    return reply
 
 
 def live_state_restore(*, session_id, reason: str = "rebuild") -> int:

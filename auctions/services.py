@@ -66,14 +66,8 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         session_id, user_id=user.id, username=user.username, price=str(price), cents=price_to_cents(price),
         weight=user.weight, rate_limit=settings.BID_RATE_LIMIT_PER_SECOND,
         idem_ttl=settings.IDEMPOTENCY_TTL_SECONDS, idempotency_key=idempotency_key)
-    place = live.async_script("place_bid")
-    reply = await place(keys=script_keys, args=args)
-    if reply[0] == "err" and reply[1] == "no_params":  # first use, or Redis lost the state: restore it
-        await recovery.live_state_await(session_id)
-        reply = await place(keys=script_keys, args=args)
-        if reply[0] == "err" and reply[1] == "no_params":  # lost again meanwhile
-            raise ApplicationError(ErrorCode.RECOVERING, "The session's live state is being restored; "
-                                   "try again in a moment.", retry_after=1)
+    reply = await recovery.run_when_whole(live.async_script("place_bid"), keys=script_keys, args=args,
+                                          session_id=session_id)
     if reply[0] == "err":
         code = reply[1]
         BIDS.labels(code).inc()

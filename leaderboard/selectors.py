@@ -36,14 +36,7 @@ def _not_found() -> ApplicationError:
 
 async def _run(name: str, keys: list[str], args: list, session_id) -> list:
     """Run a read script, restoring the session's live state first if it is not whole."""
-    script = live.async_script(name)
-    reply = await script(keys=keys, args=args)
-    if reply[0] == "err" and reply[1] == "no_params":
-        await recovery.live_state_await(session_id)
-        reply = await script(keys=keys, args=args)
-        if reply[0] == "err" and reply[1] == "no_params":  # lost again meanwhile
-            raise ApplicationError(ErrorCode.RECOVERING, "The session's live state is being restored; "
-                                   "try again in a moment.", retry_after=1)
+    reply = await recovery.run_when_whole(live.async_script(name), keys=keys, args=args, session_id=session_id)
     if reply[0] == "err" and reply[1] == "not_found":
         raise _not_found()
     return reply
