@@ -151,18 +151,15 @@ class ResultsOut(Schema):
 
 @router.get("/sessions/{uuid:session_id}/results", response={200: ResultsOut, 404: ErrorOut, 409: ErrorOut})
 def session_results(request: HttpRequest, session_id: UUID):
-    if not selectors.session_exists(session_id=session_id):
-        raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
-    results = selectors.results_get(session_id=session_id)
-    if results is None:
-        raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is not settled yet.")
-    return json_response(results)
+    _refuse_unless_exists(session_id, settled=True)
+    return json_response(selectors.results_get(session_id=session_id))
 
 
-def _settled_or_refuse(session_id: UUID) -> None:
+def _refuse_unless_exists(session_id: UUID, *, settled: bool = False) -> None:
+    """404 `not_found` for no such session; with `settled`, 409 `not_settled` before settlement."""
     if not selectors.session_exists(session_id=session_id):
         raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
-    if selectors.results_get(session_id=session_id) is None:
+    if settled and not selectors.session_exists(session_id=session_id, settled=True):
         raise ApplicationError(ErrorCode.NOT_SETTLED, "The session is not settled yet.")
 
 
@@ -171,7 +168,7 @@ def _settled_or_refuse(session_id: UUID) -> None:
                                                               "seq order", "content": {"application/x-ndjson": {}}}}})
 def session_log(request: HttpRequest, session_id: UUID):
     """The public bid log of a settled session, as JSON lines; its digest is `results.log_digest`."""
-    _settled_or_refuse(session_id)
+    _refuse_unless_exists(session_id, settled=True)
     lines = (dumps(verification.log_record(bid)) + b"\n" for bid in verification.bid_log(session_id))
     return StreamingHttpResponse(in_batches(lines), content_type="application/x-ndjson")
 
@@ -246,13 +243,8 @@ class ExportQuery(Schema):
                                                      "content": {"text/csv": {}}}}})
 def admin_session_export(request: HttpRequest, session_id: UUID, query: Query[ExportQuery]):
     """Every persisted bid (`bids`, seq order) or the settled ranking (`ranking`) as streamed CSV."""
-    if query.what == "ranking":
-        _settled_or_refuse(session_id)
-        rows = exports.ranking_csv(session_id)
-    else:
-        if not selectors.session_exists(session_id=session_id):
-            raise ApplicationError(ErrorCode.NOT_FOUND, "No such session.")
-        rows = exports.bids_csv(session_id)
+    _refuse_unless_exists(session_id, settled=query.what == "ranking")
+    rows = exports.ranking_csv(session_id) if query.what == "ranking" else exports.bids_csv(session_id)
     return StreamingHttpResponse(in_batches(rows), content_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="session-{session_id}-{query.what}.csv"'})
 

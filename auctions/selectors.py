@@ -19,8 +19,10 @@ def session_get(*, session_id) -> BiddingSession | None:
     return BiddingSession.objects.select_related("product").filter(pk=session_id).first()
 
 
-def session_exists(*, session_id) -> bool:
-    return BiddingSession.objects.filter(pk=session_id).exists()
+def session_exists(*, session_id, settled: bool = False) -> bool:
+    """Whether the session exists (and, with `settled`, is settled)."""
+    sessions = BiddingSession.objects.filter(pk=session_id)
+    return (sessions.filter(status=SessionStatus.SETTLED) if settled else sessions).exists()
 
 
 def session_as_dict(session: BiddingSession, now=None) -> dict:
