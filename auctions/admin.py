@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from auctions import exports
 from auctions.models import Bid, BiddingSession, BidEvent, Product, Ranking, SessionStatus
+from auctions.rules import end_after_reschedule
 from core.streaming import in_batches
 from history.admin import AuditTrailHistoryMixin
 
@@ -49,7 +50,7 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
     list_filter = ("status", "start_time", "end_time")
     search_fields = ("id", "product__name")
     list_select_related = ("product",)
-    readonly_fields = ("id", "status", "final_price", "settled_at", "settlement_alert", "log_digest",
+    readonly_fields = ("id", "status", "end_time", "final_price", "settled_at", "settlement_alert", "log_digest",
                        "audit_verified", "audit_checked_at", "audit_detail", "created_by", "created_at", "updated_at")
     actions = ["export_bids", "export_ranking"]
     autocomplete_fields = ("product",)
@@ -59,10 +60,13 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_bidders=Count("bids"), _top=Max("bids__price"))
 
-    # Terms that score or rank the bids already placed: fixed once bidding has started (the live
-    # scores would not follow them, and the audit would fail the settlement). The end stays
-    # editable: moving it is what an admin may need, and the engine follows it (auctions.recovery).
-    STARTED_FIXED = ("product", "upset_price", "inventory", "alpha", "beta", "gamma", "start_time")
+    # Terms that score or rank the bids already placed, and the soft-close rule bidders have been
+    # bidding under: fixed once bidding has started (the live scores would not follow them, and the
+    # audit would fail the settlement). The scheduled end stays editable: moving it is what an admin
+    # may need, and the engine follows it (auctions.recovery). The effective end (`end_time`) is
+    # the engine's: the scheduled end, moved by soft-close extensions.
+    STARTED_FIXED = ("product", "upset_price", "inventory", "alpha", "beta", "gamma", "start_time",
+                     "extend_window_seconds", "extend_by_seconds", "hard_end_time")
 
     def get_readonly_fields(self, request, obj=None):
         """A settled session is a record: nothing of it changes any more; a started one keeps its terms."""
@@ -76,7 +80,14 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
         """Writes only what the form changed: a save never puts back a status, price or settlement
         time the settlement wrote after the form was loaded."""
         if change:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+            changed = [*form.changed_data, "updated_at"]
+            if "scheduled_end_time" in form.changed_data:
+                # The ends as stored now (extensions may have moved the effective end since the form loaded).
+                now = BiddingSession.objects.filter(pk=obj.pk).values("scheduled_end_time", "end_time").get()
+                obj.end_time = end_after_reschedule(scheduled=now["scheduled_end_time"], effective=now["end_time"],
+                                                    new_scheduled=obj.scheduled_end_time)
+                changed.append("end_time")
+            obj.save(update_fields=changed)
         else:
             obj.created_by = request.user
             obj.save()

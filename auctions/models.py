@@ -30,7 +30,16 @@ class BiddingSession(models.Model):
     beta = models.FloatField(default=0.0)
     gamma = models.FloatField(default=0.0)
     start_time = models.DateTimeField()
+    # The effective end: the scheduled end, moved later by soft-close extensions (the bid script
+    # moves it in Redis; persistence writes it here). Every reader uses this one.
     end_time = models.DateTimeField()
+    # The end the admin set; soft close (anti-sniping): an accepted bid ranking within the top K
+    # less than `extend_window_seconds` before the effective end moves it to accepted_at +
+    # `extend_by_seconds`, never past `hard_end_time` (auctions/lua/place_bid.lua).
+    scheduled_end_time = models.DateTimeField()
+    extend_window_seconds = models.PositiveIntegerField(default=0)
+    extend_by_seconds = models.PositiveIntegerField(default=0)
+    hard_end_time = models.DateTimeField(null=True, blank=True)
     # Only `settled` is stored for good; scheduled/active/ended follow from the clock
     # (see `current_status`). The stored value is kept in step by the settlement and is what
     # the admin filters on.
@@ -67,6 +76,16 @@ class BiddingSession(models.Model):
                 name="session_weights_non_negative",
             ),
             models.CheckConstraint(condition=Q(end_time__gt=F("start_time")), name="session_end_after_start"),
+            models.CheckConstraint(condition=Q(scheduled_end_time__gt=F("start_time")),
+                                   name="session_scheduled_end_after_start"),
+            models.CheckConstraint(condition=Q(end_time__gte=F("scheduled_end_time")),
+                                   name="session_end_not_before_scheduled"),
+            models.CheckConstraint(condition=Q(extend_window_seconds=0) | Q(extend_by_seconds__gte=1),
+                                   name="session_extension_needs_length"),
+            models.CheckConstraint(condition=Q(hard_end_time__isnull=True)
+                                   | (Q(hard_end_time__gt=F("scheduled_end_time"))
+                                      & Q(hard_end_time__gte=F("end_time"))),
+                                   name="session_hard_end_after_end"),
             models.CheckConstraint(
                 condition=~Q(status=SessionStatus.SETTLED) | Q(settled_at__isnull=False),
                 name="session_settled_has_settled_at",
@@ -83,6 +102,15 @@ class BiddingSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product.name} ({self.start_time:%Y-%m-%d %H:%M})"
+
+    def save(self, *args, **kwargs) -> None:
+        # A session made with one end (the API, the admin, commands, tests) starts with its
+        # effective end at the scheduled one.
+        if self.scheduled_end_time is None:
+            self.scheduled_end_time = self.end_time
+        if self.end_time is None:
+            self.end_time = self.scheduled_end_time
+        super().save(*args, **kwargs)
 
     def current_status(self, now) -> str:
         """The lifecycle state at `now` (rules.session_status)."""

@@ -42,6 +42,13 @@ def session_status(*, now, start, end, settled: bool) -> SessionStatus:
     return SessionStatus.ENDED
 
 
+def end_after_reschedule(*, scheduled, effective, new_scheduled):
+    """The effective end once an admin moves the scheduled end: the new scheduled end, or the end
+    that soft-close extensions reached if that is later (an extension is never undone)."""
+    extended = effective if effective > scheduled else None
+    return max(new_scheduled, extended) if extended is not None else new_scheduled
+
+
 def us_to_datetime(micros: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=micros)
 

@@ -11,7 +11,10 @@ from auctions.models import BiddingSession
 
 # What can change an outcome. (A user's admin flag is `is_staff`, shown as `is_admin`.)
 USER_FIELDS = ["weight", "is_staff", "is_active"]
-SESSION_FIELDS = ["upset_price", "inventory", "alpha", "beta", "gamma", "start_time", "end_time"]
+# A session's terms: its effective `end_time` is not one (soft close moves it as bids arrive); the
+# end the admin set is `scheduled_end_time`.
+SESSION_FIELDS = ["upset_price", "inventory", "alpha", "beta", "gamma", "start_time", "scheduled_end_time",
+                  "extend_window_seconds", "extend_by_seconds", "hard_end_time"]
 
 UserChange = pghistory.create_event_model(
     User,

@@ -733,7 +733,7 @@ def test_end_time_extended_during_settlement_reopens_bidding_until_the_new_end(s
 
         def extend():
             edited = BiddingSession.objects.get(pk=sid)
-            edited.end_time = timezone.now() + dt.timedelta(seconds=5)
+            edited.end_time = edited.scheduled_end_time = timezone.now() + dt.timedelta(seconds=5)
             edited.save()
             return edited.end_time
 

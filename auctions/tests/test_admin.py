@@ -61,6 +61,8 @@ def test_a_started_sessions_scoring_terms_are_read_only_and_its_end_stays_editab
         page = client.get(reverse("admin:auctions_biddingsession_change", args=[session.pk]))
         return set(page.context["adminform"].form.fields)
 
-    fixed = {"upset_price", "inventory", "alpha", "beta", "gamma", "start_time"}
-    assert not fixed & editable(started) and "end_time" in editable(started)
+    fixed = {"upset_price", "inventory", "alpha", "beta", "gamma", "start_time", "extend_window_seconds",
+             "extend_by_seconds", "hard_end_time"}
+    assert not fixed & editable(started) and "scheduled_end_time" in editable(started)
+    assert "end_time" not in editable(started)  # the effective end is the engine's
     assert fixed <= editable(scheduled)

@@ -162,7 +162,7 @@ async def test_admin_settle_of_an_ended_session_with_a_bid_names_the_winner(api,
 
     def end_now():
         ended = timezone.now() - dt.timedelta(seconds=1)
-        BiddingSession.objects.filter(pk=active_session.pk).update(end_time=ended)
+        BiddingSession.objects.filter(pk=active_session.pk).update(end_time=ended, scheduled_end_time=ended)
         live.params_store(BiddingSession.objects.get(pk=active_session.pk))
 
     await sync_to_async(end_now)()

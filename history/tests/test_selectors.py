@@ -49,10 +49,11 @@ def test_session_terms_changed_in_the_admin_are_on_the_trail_and_its_history_pag
     data = {name: form[name].value() for name in form.fields}
     data.update({"upset_price": "12.00", "inventory": 4, "start_time_0": session.start_time.strftime("%Y-%m-%d"),
                  "start_time_1": session.start_time.strftime("%H:%M:%S"),
-                 "end_time_0": session.end_time.strftime("%Y-%m-%d"),
-                 "end_time_1": session.end_time.strftime("%H:%M:%S"),
+                 "scheduled_end_time_0": session.end_time.strftime("%Y-%m-%d"),
+                 "scheduled_end_time_1": session.end_time.strftime("%H:%M:%S"),
                  "rankings-TOTAL_FORMS": 0, "rankings-INITIAL_FORMS": 0})
-    data = {k: v for k, v in data.items() if v is not None and k not in ("start_time", "end_time")}
+    data = {k: v for k, v in data.items()
+            if v is not None and k not in ("start_time", "scheduled_end_time", "hard_end_time")}
     saved = client.post(change_url, data)
     assert saved.status_code == 302, saved.content.decode()[:2000]
 
@@ -76,8 +77,9 @@ def test_an_unknown_id_has_an_empty_trail_and_a_bad_model_is_refused(api, make_u
 def test_moving_a_sessions_end_with_update_is_recorded(api, make_user, make_session, auth_header):
     session = make_session()
     later = session.end_time + dt.timedelta(hours=1)
-    BiddingSession.objects.filter(pk=session.pk).update(end_time=later)
+    BiddingSession.objects.filter(pk=session.pk).update(end_time=later, scheduled_end_time=later)
     trail = _trail(api, auth_header(make_user(is_staff=True)), "session", session.pk)
-    old, new = trail[0]["changes"]["end_time"]
+    assert "end_time" not in trail[0]["changes"]  # the effective end is not a term
+    old, new = trail[0]["changes"]["scheduled_end_time"]
     assert dt.datetime.fromisoformat(new) == later and dt.datetime.fromisoformat(old) == session.end_time
     assert timezone.now() - dt.datetime.fromisoformat(trail[0]["at"]) < dt.timedelta(minutes=1)
