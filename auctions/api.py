@@ -48,9 +48,15 @@ class SessionOut(Schema):
     beta: float
     gamma: float
     start_time: dt.datetime
-    end_time: dt.datetime
+    end_time: dt.datetime = Field(description="the effective end: the scheduled end, moved later by soft-close "
+                                                "extensions")
     status: Status
     final_price: Decimal | None
+    scheduled_end_time: dt.datetime = Field(description="the end the admin set")
+    extend_window_seconds: int = Field(description="soft close: a winning bid this close to the end extends it "
+                                                   "(0: off)")
+    extend_by_seconds: int = Field(description="soft close: the end moves to the bid's time plus this")
+    hard_end_time: dt.datetime | None = Field(description="soft close: extensions never go past this")
 
 
 class BidIn(Schema):
@@ -188,7 +194,10 @@ class SessionIn(Schema):
     beta: float = 0.0
     gamma: float = 0.0
     start_time: dt.datetime
-    end_time: dt.datetime
+    end_time: dt.datetime = Field(description="the scheduled end")
+    extend_window_seconds: int = Field(0, description="soft close: 0 (off) or the window in whole seconds")
+    extend_by_seconds: int = Field(0, description="soft close: how far an extension moves the end (>= 1 when on)")
+    hard_end_time: dt.datetime | None = Field(None, description="soft close: extensions never go past this")
 
 
 class WeightIn(Schema):

@@ -67,6 +67,9 @@ def params_fields(session: BiddingSession) -> dict[str, str]:
         "beta": repr(float(session.beta)),
         "gamma": repr(float(session.gamma)),
         "inventory": str(session.inventory),
+        "win_us": str(session.extend_window_seconds * 1_000_000),
+        "by_us": str(session.extend_by_seconds * 1_000_000),
+        "hard_us": str(to_us(session.hard_end_time)) if session.hard_end_time else "0",
     }
     if session.status == SessionStatus.SETTLED:
         fields["settled"] = "1"
@@ -75,8 +78,9 @@ def params_fields(session: BiddingSession) -> dict[str, str]:
 
 def params_store(session: BiddingSession) -> None:
     """Rewrite the session's terms in its parameter hash after an admin edit. Keeps what the hash
-    says about the live state itself (`epoch`): a hash that had no epoch stays not whole, and the
-    next reader restores the state. An end moved into the future reopens a closed session."""
+    says about the live state itself (`epoch`, and `ext_us`: the end extensions reached, which
+    PostgreSQL may not hold yet): a hash that had no epoch stays not whole, and the next reader
+    restores the state. An end moved into the future reopens a closed session."""
     keys = session_keys(session.pk)
     reopened = session.status != SessionStatus.SETTLED and to_us(session.end_time) > redis_clock_us()
     pipe = get_redis().pipeline()
@@ -163,9 +167,34 @@ def seq_floor_raise(session_id: object, seq: int) -> bool:
                                                                    args=[seq]))
 
 
-def close(session_id: object) -> None:
-    """Settlement has begun: the bid script refuses every bid from now on, whatever the clocks say."""
-    get_redis().hset(session_keys(session_id).params, "closed", "1")
+_CLOSE = """
+local p = redis.call("HMGET", KEYS[1], "end_us", "ext_us")
+if not p[1] then
+  redis.call("HSET", KEYS[1], "closed", "1")
+  return {1, ""}
+end
+local end_us = tonumber(p[1])
+if p[2] and tonumber(p[2]) > end_us then
+  end_us = tonumber(p[2])
+end
+local t = redis.call("TIME")
+local end_text = string.format("%.0f", end_us)
+if tonumber(t[1]) * 1000000 + tonumber(t[2]) < end_us then
+  return {0, end_text}
+end
+redis.call("HSET", KEYS[1], "closed", "1")
+return {1, end_text}
+"""
+
+
+def close(session_id: object) -> tuple[bool, int | None]:
+    """Settlement has begun: the bid script refuses every bid from now on, whatever the clocks say.
+    Only once Redis's clock has passed the effective end (a soft-close extension PostgreSQL does
+    not hold yet may have moved it), checked in the same atomic step: returns (closed, the
+    effective end in microseconds, None when the parameters are missing)."""
+    client = get_redis()
+    done, end_us = registered_script(client, "close", _CLOSE)(keys=[session_keys(session_id).params])
+    return bool(done), int(end_us) if end_us else None
 
 
 def reopen(session_id: object) -> None:

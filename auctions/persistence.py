@@ -120,6 +120,10 @@ SET price = excluded.price, score = excluded.score, seq = excluded.seq,
 WHERE auctions_bid.seq < excluded.seq AND auctions_bid.price < excluded.price
 """
 
+_END_EXTEND_SQL = """
+UPDATE auctions_biddingsession SET end_time = %s WHERE id = %s AND end_time < %s AND status <> 'settled'
+"""
+
 
 @transaction.atomic
 def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[int, int, int]:
@@ -150,6 +154,11 @@ def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[
         bids = cursor.rowcount
         cursor.execute("SELECT coalesce(max(seq), 0) FROM persist_batch")
         max_seq = cursor.fetchone()[0]
+        extended_to = max((int(f["e"]) for _, f in entries if "e" in f), default=None)
+        if extended_to is not None:
+            # A soft-close extension: the effective end follows the bid script's (it only grows;
+            # not an audit-trail event: the scheduled end, the term, is unchanged).
+            cursor.execute(_END_EXTEND_SQL, [us_to_datetime(extended_to), session_id, us_to_datetime(extended_to)])
     return events, bids, max_seq
 
 

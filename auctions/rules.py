@@ -42,6 +42,19 @@ def session_status(*, now, start, end, settled: bool) -> SessionStatus:
     return SessionStatus.ENDED
 
 
+def end_after_bid(*, end_us: int, accepted_us: int, rank: int, inventory: int, window_s: int, by_s: int,
+                  hard_end_us: int | None) -> int:
+    """Soft close: the effective end after an accepted bid that ranks `rank` right after its
+    acceptance. A bid within the top K accepted less than W seconds before the end moves the end
+    to accepted + E, never past the hard end, never earlier (place_bid.lua does exactly this)."""
+    if window_s <= 0 or rank > inventory or end_us - accepted_us >= window_s * 1_000_000:
+        return end_us
+    moved = accepted_us + by_s * 1_000_000
+    if hard_end_us is not None:
+        moved = min(moved, hard_end_us)
+    return max(end_us, moved)
+
+
 def end_after_reschedule(*, scheduled, effective, new_scheduled):
     """The effective end once an admin moves the scheduled end: the new scheduled end, or the end
     that soft-close extensions reached if that is later (an extension is never undone)."""
@@ -133,6 +146,37 @@ def bid_score(*, alpha: float, beta: float, gamma: float, price: Decimal, weight
     Evaluated in the same order and precision as the bid script, so the two agree to the bit."""
     elapsed = (accepted_us - start_us) / 1_000_000
     return alpha * float(price) + beta / (elapsed + 1) + gamma * weight
+
+
+def price_to_win(*, alpha: float, beta: float, gamma: float, weight: float, start_us: int, at_us: int,
+                 rival_score: float | None, upset_price: Decimal, own_price: Decimal | None) -> Decimal | None:
+    """The lowest price (whole cents, >= the upset price, > the bidder's own) whose bid, accepted
+    at `at_us`, would rank within the top K against the board as it stands: its score must beat
+    `rival_score`, the K-th best score among the *other* bidders, strictly (a tie goes to the
+    earlier bid, theirs); None for rival_score means fewer than K rivals, any valid price wins.
+    None when no price up to MAX_PRICE would do (alpha = 0 and the rest of the score falls short).
+
+    Exact to the bit: each candidate is scored with `bid_score`, the bid script's arithmetic, and
+    the score never decreases as the price grows, so a binary search over cents finds the least."""
+    floor = max(upset_price, own_price + PRICE_QUANTUM) if own_price is not None else upset_price
+    low, high = price_to_cents(floor), price_to_cents(MAX_PRICE)
+    if low > high:
+        return None
+
+    def wins(cents: int) -> bool:
+        score = bid_score(alpha=alpha, beta=beta, gamma=gamma, price=cents_to_price(cents), weight=weight,
+                          accepted_us=at_us, start_us=start_us)
+        return rival_score is None or score > rival_score
+
+    if not wins(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if wins(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return cents_to_price(low)
 
 
 def rank_member(*, seq: int, user_id: str) -> str:

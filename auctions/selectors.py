@@ -1,22 +1,49 @@
 """Auction reads: sessions for the API and pages."""
 
-from django.db.models import QuerySet
+import logging
+
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from auctions import live
 from auctions.models import Bid, BiddingSession, BidEvent, Ranking, SessionStatus, status_q
+from auctions.rules import us_to_datetime
 from core.redis import get_redis
 
+logger = logging.getLogger(__name__)
 
-def sessions_list(*, status: str | None = None, limit: int = 100) -> QuerySet[BiddingSession]:
+
+def sessions_list(*, status: str | None = None, limit: int = 100) -> list[BiddingSession]:
     sessions = BiddingSession.objects.select_related("product").order_by("-start_time")
     if status is not None:
         sessions = sessions.filter(status_q(status, timezone.now()))
-    return sessions[:limit]
+    return ends_follow_live(list(sessions[:limit]))
 
 
 def session_get(*, session_id) -> BiddingSession | None:
-    return BiddingSession.objects.select_related("product").filter(pk=session_id).first()
+    session = BiddingSession.objects.select_related("product").filter(pk=session_id).first()
+    return ends_follow_live([session])[0] if session is not None else None
+
+
+def ends_follow_live(sessions: list[BiddingSession]) -> list[BiddingSession]:
+    """Each session's `end_time` as the bid script knows it: a soft-close extension reaches
+    PostgreSQL with the next persist tick (seconds), Redis has it at once. Only unsettled sessions
+    with a soft close can have one, so only those cost a read (one pipelined round trip)."""
+    extensible = [s for s in sessions if s.extend_window_seconds and s.status != SessionStatus.SETTLED]
+    if not extensible:
+        return sessions
+    pipe = get_redis().pipeline(transaction=False)
+    for session in extensible:
+        pipe.hget(live.session_keys(session.pk).params, "ext_us")
+    try:
+        extended = pipe.execute()
+    except RedisError as exc:  # PostgreSQL's end is at most one persist tick behind
+        logger.warning("could not read the live ends of %d session(s): %s", len(extensible), exc)
+        return sessions
+    for session, ext_us in zip(extensible, extended, strict=True):
+        if ext_us and us_to_datetime(int(ext_us)) > session.end_time:
+            session.end_time = us_to_datetime(int(ext_us))
+    return sessions
 
 
 def session_exists(*, session_id, settled: bool = False) -> bool:
@@ -43,6 +70,10 @@ def session_as_dict(session: BiddingSession, now=None) -> dict:
         "end_time": session.end_time,
         "status": session.current_status(now or timezone.now()),
         "final_price": session.final_price,
+        "scheduled_end_time": session.scheduled_end_time,
+        "extend_window_seconds": session.extend_window_seconds,
+        "extend_by_seconds": session.extend_by_seconds,
+        "hard_end_time": session.hard_end_time,
     }
 
 

@@ -12,6 +12,7 @@ from pydantic import WithJsonSchema
 
 from accounts.user_cache import CurrentUser
 from auctions import live, recovery
+from auctions.guidance import Terms, price_hint
 from auctions.models import BiddingSession, Product
 from auctions.rules import price_to_cents, us_to_datetime
 from core.exceptions import ApplicationError, ErrorCode
@@ -46,8 +47,13 @@ class BidResult:
     is_winning: bool
     seq: int
     accepted_at: dt.datetime
+    # The lowest price that would be winning now (auctions.guidance); null while winning.
+    price_to_win: Decimal | None
     version: int = field(metadata=_INTERNAL)
     replayed: bool = field(metadata=_INTERNAL)
+    # The effective end after this bid, and whether this bid moved it (soft close).
+    end_us: int = field(metadata=_INTERNAL)
+    extended: bool = field(metadata=_INTERNAL)
 
     def body(self) -> dict:
         return {name: getattr(self, name) for name in BID_BODY_FIELDS}
@@ -73,8 +79,12 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         BIDS.labels(code).inc()
         error_code, detail = _REJECTIONS[code]
         retry_after = max(1, -(-int(reply[2]) // 1000)) if code == "rate_limited" else None
-        raise ApplicationError(error_code, detail, retry_after=retry_after)
-    _, score, rank, total, threshold, seq, accepted_us, version, winning, replayed = reply
+        extra = _not_higher_hint(reply, user) if code == "not_higher" else None
+        raise ApplicationError(error_code, detail, retry_after=retry_after, extra=extra)
+    if len(reply) == 10:  # a replay of a reply stored before soft close existed (at most IDEMPOTENCY_TTL ago)
+        reply = [*reply, "0", "0"]
+    (_, score, rank, total, threshold, seq, accepted_us, version, winning, replayed, end_us, extended,
+     *terms) = reply
     BIDS.labels("accepted").inc()
     BID_LATENCY.observe(time.perf_counter() - started)
     return BidResult(
@@ -88,9 +98,24 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         is_winning=winning == "1",
         seq=int(seq),
         accepted_at=us_to_datetime(int(accepted_us)),
+        price_to_win=price_hint(Terms(*terms), weight=user.weight, now_us=int(accepted_us), open_now=True,
+                                winning=winning == "1", threshold=threshold, own_cents=price_to_cents(price))
+        if terms else None,
         version=int(version),
         replayed=bool(int(replayed)),
+        end_us=int(end_us),
+        extended=extended == "1",
     )
+
+
+def _not_higher_hint(reply: list, user: CurrentUser) -> dict:
+    """The `price_to_win` of a `not_higher` refusal (place_bid.lua returns what it needs)."""
+    rank, threshold, own_cents, alpha, beta, gamma, start_us, upset_cents, now_us, inventory = reply[3:13]
+    # Refused after the window and floor checks: the session takes bids now.
+    hint = price_hint(Terms(alpha, beta, gamma, start_us, upset_cents), weight=user.weight, now_us=int(now_us),
+                      open_now=True, winning=int(rank) <= int(inventory), threshold=threshold,
+                      own_cents=int(own_cents))
+    return {"price_to_win": hint}
 
 
 def product_create(*, name: str, description: str = "") -> Product:
@@ -100,9 +125,15 @@ def product_create(*, name: str, description: str = "") -> Product:
     return Product.objects.create(name=name, description=description)
 
 
+# Soft close: a window or an extension longer than a day is a mistake, not a rule.
+MAX_EXTEND_SECONDS = 86_400
+
+
 def session_validate(*, upset_price: Decimal, inventory: int, alpha: float, beta: float, gamma: float,
-                     start_time: dt.datetime, end_time: dt.datetime) -> None:
-    """The session invariants, checked before the database's own constraints would refuse them."""
+                     start_time: dt.datetime, end_time: dt.datetime, extend_window_seconds: int = 0,
+                     extend_by_seconds: int = 0, hard_end_time: dt.datetime | None = None) -> None:
+    """The session invariants, checked before the database's own constraints would refuse them.
+    `end_time` is the scheduled end."""
     problems = []
     if not upset_price.is_finite() or upset_price <= 0 or upset_price > Decimal("1000000000"):
         problems.append("upset_price must be > 0 and at most 1,000,000,000")
@@ -113,24 +144,37 @@ def session_validate(*, upset_price: Decimal, inventory: int, alpha: float, beta
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not (0 <= value <= 1e9):
             problems.append(f"{name} must be between 0 and 1e9")
-    if start_time.tzinfo is None or end_time.tzinfo is None:
-        problems.append("start_time and end_time need a time zone (e.g. 2026-01-01T12:00:00Z)")
+    if start_time.tzinfo is None or end_time.tzinfo is None or (hard_end_time and hard_end_time.tzinfo is None):
+        problems.append("start_time, end_time and hard_end_time need a time zone (e.g. 2026-01-01T12:00:00Z)")
     elif end_time <= start_time:
         problems.append("end_time must be after start_time")
+    elif hard_end_time is not None and hard_end_time <= end_time:
+        problems.append("hard_end_time must be after end_time (extensions never go past it)")
+    if not 0 <= extend_window_seconds <= MAX_EXTEND_SECONDS:
+        problems.append(f"extend_window_seconds must be between 0 (off) and {MAX_EXTEND_SECONDS:,}")
+    if extend_window_seconds and not 1 <= extend_by_seconds <= MAX_EXTEND_SECONDS:
+        problems.append(f"extend_by_seconds must be between 1 and {MAX_EXTEND_SECONDS:,} when extend_window_seconds "
+                        "is on")
+    elif not extend_window_seconds and not 0 <= extend_by_seconds <= MAX_EXTEND_SECONDS:
+        problems.append(f"extend_by_seconds must be between 0 and {MAX_EXTEND_SECONDS:,}")
     if problems:
         raise ApplicationError(ErrorCode.INVALID, "; ".join(problems) + ".")
 
 
 @transaction.atomic
 def session_create(*, product_id: int, upset_price: Decimal, inventory: int, alpha: float, beta: float,
-                   gamma: float, start_time: dt.datetime, end_time: dt.datetime,
+                   gamma: float, start_time: dt.datetime, end_time: dt.datetime, extend_window_seconds: int = 0,
+                   extend_by_seconds: int = 0, hard_end_time: dt.datetime | None = None,
                    created_by_id: str | None = None) -> BiddingSession:
+    soft_close = {"extend_window_seconds": extend_window_seconds, "extend_by_seconds": extend_by_seconds,
+                  "hard_end_time": hard_end_time}
     session_validate(upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta, gamma=gamma,
-                     start_time=start_time, end_time=end_time)
+                     start_time=start_time, end_time=end_time, **soft_close)
     product = Product.objects.filter(pk=product_id).first()
     if product is None:
         raise ApplicationError(ErrorCode.INVALID, "product_id: no such product.", field="product_id")
     return BiddingSession.objects.create(
         product=product, upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta,
-        gamma=gamma, start_time=start_time, end_time=end_time, created_by_id=created_by_id,
+        gamma=gamma, start_time=start_time, end_time=end_time, scheduled_end_time=end_time,
+        created_by_id=created_by_id, **soft_close,
     )

@@ -2,7 +2,9 @@
 
 Order of work for one session (`session_settle`):
 1. check by Redis's clock that the session has ended, then close it in Redis (a flag the bid
-   script honours, so no bid is accepted from here on, whatever the clocks or stale parameters say);
+   script honours, so no bid is accepted from here on, whatever the clocks or stale parameters say),
+   in one atomic step with a last check of the effective end there: a soft-close extension that
+   PostgreSQL does not hold yet leaves the session open (and its end recorded);
 2. drain its stream into PostgreSQL (all pending entries, whoever holds them), and repeat until no
    entry is pending on any consumer: an entry another worker read but has not committed yet (a
    persist tick running at the same moment) is claimed and written too, never skipped;
@@ -92,7 +94,13 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     if live.redis_clock_us() < to_us(session.end_time):
         raise ApplicationError(ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
 
-    live.close(session.pk)
+    closed, live_end_us = live.close(session.pk)
+    if not closed:
+        # A soft-close extension PostgreSQL does not hold yet (persist_bids writes it within
+        # seconds): record it now, so the due check stops picking the session before its end.
+        _end_follow(session.pk, live_end_us)
+        raise ApplicationError(ErrorCode.SESSION_NOT_ENDED,
+                               f"The session's end was extended to {us_to_datetime(live_end_us):%Y-%m-%dT%H:%M:%S}Z.")
     try:
         persistence.session_drain_completely(session_id=str(session.pk))
     except persistence.DrainIncomplete as exc:
@@ -116,9 +124,13 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
             logger.warning("settlement %s: its end moved to %s meanwhile; reopened, not settled",
                            locked.pk, locked.end_time)
             return None
+        update_fields = ["final_price", "status", "settled_at", "updated_at"]
+        if live_end_us is not None and us_to_datetime(live_end_us) > locked.end_time:
+            # The final effective end, should a stream entry that carried an extension be lost.
+            locked.end_time = us_to_datetime(live_end_us)
+            update_fields.append("end_time")
         bids = [RankedBid(bidder_id=str(b.bidder_id), price=b.price, score=b.score, seq=b.seq)
                 for b in Bid.objects.filter(session=locked).only("bidder_id", "price", "score", "seq")]
-        update_fields = ["final_price", "status", "settled_at", "updated_at"]
         if live_bidders and len(bids) < live_bidders:
             locked.settlement_alert = (f"Redis ranked {live_bidders} bidders, PostgreSQL holds {len(bids)} "
                                        f"(bids of users that no longer exist?); settled from PostgreSQL's record.")
@@ -144,6 +156,14 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     SETTLE_SECONDS.observe(seconds)
     return SettleOutcome(session_id=str(locked.pk), bidders=len(bids), winners=outcome.winners,
                          final_price=outcome.final_price, seconds=seconds)
+
+
+def _end_follow(session_id, end_us: int | None) -> None:
+    """PostgreSQL's effective end moved up to Redis's (it only grows)."""
+    if end_us is not None:
+        end = us_to_datetime(end_us)
+        BiddingSession.objects.filter(pk=session_id, end_time__lt=end).exclude(
+            status=SessionStatus.SETTLED).update(end_time=end)
 
 
 def _after_settled(session_id: str) -> None:
@@ -176,6 +196,11 @@ def sessions_settle_due() -> list[str]:
     for session_id in due:
         try:
             outcome = session_settle(session_id=str(session_id))
+        except ApplicationError as exc:
+            if exc.code != ErrorCode.SESSION_NOT_ENDED:
+                raise
+            logger.info("settlement of %s waits: %s", session_id, exc.detail)
+            continue
         except Exception:
             SETTLEMENTS.labels("failed").inc()
             logger.exception("settlement of %s failed; it will be retried on the next tick", session_id)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.utils import timezone
+from sortedcontainers import SortedList
 
 from auctions.models import BiddingSession, BidEvent, Ranking, SessionStatus
-from auctions.rules import RankedBid, bid_score, settle, to_us
+from auctions.rules import RankedBid, bid_score, end_after_bid, settle, to_us, us_to_datetime
 
 _LOG_COLUMNS = ("seq", "bidder_id", "bidder__username", "price", "weight", "score", "accepted_at")
 
@@ -74,14 +75,18 @@ class AuditFailure(Exception):
 
 def _replay(session: BiddingSession) -> list[RankedBid]:
     """Each bidder's standing bid after replaying the log with the rules; raises AuditFailure at
-    the first logged bid the rules would not have accepted as logged."""
-    start_us, end_us = to_us(session.start_time), to_us(session.end_time)
+    the first logged bid the rules would not have accepted as logged, or when the soft close,
+    replayed too (from the scheduled end), does not reach the stored effective end."""
+    start_us, end_us = to_us(session.start_time), to_us(session.scheduled_end_time)
+    hard_us = to_us(session.hard_end_time) if session.hard_end_time else None
     standing: dict[str, RankedBid] = {}
+    order = SortedList()  # (-score, seq): the ranking order, for a bid's rank right after it
     for bid in bid_log(session.pk):
         at_us = to_us(bid.accepted_at)
         where = f"bid seq {bid.seq} ({bid.username}, {bid.price})"
         if not start_us <= at_us < end_us:
-            raise AuditFailure(f"{where}: accepted at {utc_text(bid.accepted_at)}, outside the session's window")
+            raise AuditFailure(f"{where}: accepted at {utc_text(bid.accepted_at)}, outside the session's window "
+                               f"(effective end {utc_text(us_to_datetime(end_us))})")
         if bid.price < session.upset_price:
             raise AuditFailure(f"{where}: below the upset price {session.upset_price}")
         previous = standing.get(bid.user_id)
@@ -91,7 +96,17 @@ def _replay(session: BiddingSession) -> list[RankedBid]:
                              weight=bid.weight, accepted_us=at_us, start_us=start_us)
         if expected != bid.score:
             raise AuditFailure(f"{where}: logged score {bid.score!r}, the rules give {expected!r}")
+        if previous is not None:
+            order.remove((-previous.score, previous.seq))
+        order.add((-bid.score, bid.seq))
         standing[bid.user_id] = RankedBid(bidder_id=bid.user_id, price=bid.price, score=bid.score, seq=bid.seq)
+        if session.extend_window_seconds:
+            end_us = end_after_bid(end_us=end_us, accepted_us=at_us, rank=order.index((-bid.score, bid.seq)) + 1,
+                                   inventory=session.inventory, window_s=session.extend_window_seconds,
+                                   by_s=session.extend_by_seconds, hard_end_us=hard_us)
+    if end_us != to_us(session.end_time):
+        raise AuditFailure(f"effective end: stored {utc_text(session.end_time)}, the replay gives "
+                           f"{utc_text(us_to_datetime(end_us))}")
     return list(standing.values())
 
 

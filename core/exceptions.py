@@ -38,17 +38,23 @@ class ErrorCode(StrEnum):
 
 class ApplicationError(Exception):
     """A refusal with a stable code. `field` names the input it is about (forms put the message
-    next to that field); `retry_after` (seconds) says when trying again makes sense."""
+    next to that field); `retry_after` (seconds) says when trying again makes sense; `extra` adds
+    fields the contract names for that refusal to the body (e.g. `price_to_win` of `not_higher`)."""
 
-    def __init__(self, code: ErrorCode, detail: str, *, field: str | None = None, retry_after: int | None = None):
+    def __init__(self, code: ErrorCode, detail: str, *, field: str | None = None, retry_after: int | None = None,
+                 extra: dict | None = None):
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.field = field
         self.retry_after = retry_after
+        self.extra = extra
 
     def body(self) -> dict:
-        return {"detail": self.detail, "code": str(self.code)}
+        body = {"detail": self.detail, "code": str(self.code)}
+        if self.extra:
+            body.update(self.extra)
+        return body
 
 
 class ErrorOut(Schema):

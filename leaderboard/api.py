@@ -58,6 +58,13 @@ class MyBidOut(Schema):
     score: float
     rank: int
     is_winning: bool
+    price_to_win: Decimal | None = Field(description="the lowest price that would be winning now; null while "
+                                                     "winning or when the session takes no bids")
+
+
+class NoBidOut(ErrorOut):
+    price_to_win: Decimal | None = Field(None, description="with `no_bid`: the lowest price that would be winning "
+                                                           "now (absent for `not_found`)")
 
 
 class PageQuery(Schema):
@@ -81,7 +88,7 @@ async def leaderboard_meta(request: HttpRequest, session_id: UUID):
     return json_response(meta, headers={"Cache-Control": f"max-age={int(settings.LEADERBOARD_META_CACHE_SECONDS)}"})
 
 
-@router.get(redis_only("/sessions/{uuid:session_id}/bids/me"), response={200: MyBidOut, 401: ErrorOut, 404: ErrorOut},
+@router.get(redis_only("/sessions/{uuid:session_id}/bids/me"), response={200: MyBidOut, 401: ErrorOut, 404: NoBidOut},
             auth=user_auth)
 async def my_bid(request: HttpRequest, session_id: UUID):
-    return json_response(await selectors.my_bid(session_id=session_id, user_id=request.auth.id))
+    return json_response(await selectors.my_bid(session_id=session_id, user=request.auth))

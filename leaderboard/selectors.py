@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 from django.conf import settings
 
+from accounts.user_cache import CurrentUser
 from auctions import live, recovery
+from auctions.guidance import Terms, price_hint
 from auctions.rules import cents_to_price, session_status, us_to_datetime
 from core.exceptions import ApplicationError, ErrorCode
 
@@ -124,15 +126,55 @@ async def leaderboard_meta(*, session_id) -> dict:
     return meta
 
 
-async def my_bid(*, session_id, user_id: str) -> dict:
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One bidder's place on the live board (rank None without a bid) and their price to win."""
+
+    price: object
+    score: float | None
+    rank: int | None
+    is_winning: bool | None
+    price_to_win: object
+    server_time: object
+
+
+async def standings(*, session_id, weights: dict[str, float]) -> dict[str, Standing]:
+    """The standing of each bidder in `weights` (user id -> their weight), in one round trip."""
     keys = live.session_keys(session_id)
-    reply = await _run("my_bid", [keys.params, keys.rank, keys.bids, keys.meta], [user_id], session_id)
-    if reply[0] == "err":
-        raise ApplicationError(ErrorCode.NO_BID, "You have no bid in this session.")
-    _, cents, score, rank, inventory = reply
+    user_ids = list(weights)
+    reply = await _run("my_bid", [keys.params, keys.rank, keys.bids, keys.meta], user_ids, session_id)
+    _, inventory, threshold, _total, alpha, beta, gamma, start_us, upset_cents, now_us, end_us, open_flag = reply[:12]
+    terms = Terms(alpha, beta, gamma, start_us, upset_cents)
+    now_us, inventory = int(now_us), int(inventory)
+    open_now = open_flag == "1" and int(start_us) <= now_us < int(end_us)
+    result = {}
+    for index, user_id in enumerate(user_ids):
+        cents, score, rank = reply[12 + 3 * index: 15 + 3 * index]
+        rank = int(rank) if rank else None
+        winning = rank is not None and rank <= inventory
+        result[user_id] = Standing(
+            price=cents_to_price(int(cents)) if cents else None,
+            score=float(score) if score else None,
+            rank=rank,
+            is_winning=winning if rank is not None else None,
+            price_to_win=price_hint(terms, weight=weights[user_id], now_us=now_us, open_now=open_now,
+                                    winning=winning, threshold=threshold, own_cents=int(cents) if cents else None),
+            server_time=us_to_datetime(now_us),
+        )
+    return result
+
+
+async def my_bid(*, session_id, user: CurrentUser) -> dict:
+    """GET bids/me: the bidder's bid, rank and price to win; 404 `no_bid` (with the price to win
+    in its body) without a bid."""
+    standing = (await standings(session_id=session_id, weights={user.id: user.weight}))[user.id]
+    if standing.rank is None:
+        raise ApplicationError(ErrorCode.NO_BID, "You have no bid in this session.",
+                               extra={"price_to_win": standing.price_to_win})
     return {
-        "price": cents_to_price(int(cents)),
-        "score": float(score),
-        "rank": int(rank),
-        "is_winning": int(rank) <= int(inventory),
+        "price": standing.price,
+        "score": standing.score,
+        "rank": standing.rank,
+        "is_winning": standing.is_winning,
+        "price_to_win": standing.price_to_win,
     }

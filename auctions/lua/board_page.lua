@@ -3,13 +3,13 @@
 -- KEYS[1] params, KEYS[2] rank, KEYS[3] bids, KEYS[4] names, KEYS[5] meta (as in place_bid.lua)
 -- ARGV: offset (0-based), count (0 for the meta only)
 --
--- Reply: {"ok", now_us, start_us, end_us, settled ("" or "1"), inventory, version, total,
+-- Reply: {"ok", now_us, start_us, end_us (effective), settled ("" or "1"), inventory, version, total,
 --         threshold ("" while < K bidders), highest_cents, entries}
 --   entries: flat {user_id, username, cents, score, ...} in ranking order
 -- or {"err", "no_params"} / {"err", "not_found"}.
 -- Cost: O(log N + count): ZREVRANGE with a range, never the whole set.
 
-local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "inventory", "settled", "missing", "epoch")
+local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "inventory", "settled", "missing", "epoch", "ext_us")
 if p[5] then
   return {"err", "not_found"}
 end
@@ -18,6 +18,9 @@ if not p[1] or not p[6] or p[6] ~= meta[3] then
   return {"err", "no_params"}  -- not whole (see place_bid.lua): restore first
 end
 local inventory = tonumber(p[3])
+if p[7] and tonumber(p[7]) > tonumber(p[2]) then
+  p[2] = p[7]  -- the effective end (soft close, see place_bid.lua)
+end
 local offset, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call("TIME")
 local now_text = string.format("%.0f", tonumber(t[1]) * 1000000 + tonumber(t[2]))

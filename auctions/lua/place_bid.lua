@@ -2,6 +2,8 @@
 --
 -- KEYS[1] params  hash  start_us, end_us, upset_cents, alpha, beta, gamma, inventory, epoch
 --                       [, settled][, closed (settlement has begun: no more bids)][, missing]
+--                       soft close: win_us (W; 0 = off), by_us (E), hard_us (H; 0 = none),
+--                       ext_us (the end extensions moved it to; written here only)
 -- KEYS[2] rank    zset  member "<MAX_SEQ - seq, 16 digits>:<user id>", score = bid score
 -- KEYS[3] bids    hash  user id -> "<cents>|<seq>|<score>|<accepted_us>|<member>"
 -- KEYS[4] stream  stream of accepted bids (u, p, s, q, t, w), drained by persist_bids
@@ -12,14 +14,24 @@
 -- ARGV: user_id, username, price ("123.45"), cents, weight, rate_limit, idem_ttl, use_idem (0/1)
 --
 -- Reply, accepted: {"ok", score, rank, total_bidders, threshold ("" while < K bidders), seq,
---                   accepted_us, version, is_winning ("1"/"0"), replayed (0/1)}, all but the
---                   last as strings
--- Reply, rejected: {"err", code, retry_after_ms}; code "no_params" asks the caller to restore the
+--                   accepted_us, version, is_winning ("1"/"0"), replayed (0/1), end_us (the
+--                   effective end after this bid), extended ("1"/"0"), alpha, beta, gamma,
+--                   start_us, upset_cents}, all but `replayed` as strings (the last five: the
+--                   terms the caller's price to win needs, without a second round trip)
+-- Reply, rejected: {"err", code, retry_after_ms}; "not_higher" adds {own rank, threshold ("" while
+--                   fewer than K bidders), own cents, alpha, beta, gamma, start_us, upset_cents,
+--                   now_us, inventory} for the price to win.
+--                   Code "no_params" asks the caller to restore the
 --                   session's live state from PostgreSQL and try again: the parameters are missing,
 --                   or params and meta do not carry the same epoch (the state is not whole: Redis
 --                   lost some of it, or a restore is under way). No bid is accepted onto such a state.
 --
 -- The clock is Redis's own TIME: one clock for every web process.
+--
+-- Soft close: the effective end is max(end_us, ext_us). An accepted bid ranking within the top K
+-- right after acceptance, accepted less than W before the effective end, moves it to
+-- max(effective end, now + E), never past H; the stream entry carries the new end ("e") so that
+-- PostgreSQL follows. A rejected bid never gets that far.
 
 local params_key, rank_key, bids_key, stream_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local meta_key, names_key, rate_key, idem_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -40,7 +52,7 @@ end
 
 local p = redis.call("HMGET", params_key,
   "start_us", "end_us", "upset_cents", "alpha", "beta", "gamma", "inventory", "settled", "missing", "epoch",
-  "closed")
+  "closed", "ext_us", "win_us", "by_us", "hard_us")
 if p[9] then
   return {"err", "not_found", 0}
 end
@@ -49,6 +61,17 @@ if not p[1] or not p[10] or p[10] ~= redis.call("HGET", meta_key, "epoch") then
 end
 local start_us, end_us, upset_cents = tonumber(p[1]), tonumber(p[2]), tonumber(p[3])
 local alpha, beta, gamma, inventory = tonumber(p[4]), tonumber(p[5]), tonumber(p[6]), tonumber(p[7])
+if p[12] and tonumber(p[12]) > end_us then
+  end_us = tonumber(p[12])
+end
+
+-- The K-th ranked score ("" while fewer than K bidders).
+local function threshold_of(total)
+  if total < inventory then
+    return ""
+  end
+  return redis.call("ZREVRANGE", rank_key, inventory - 1, inventory - 1, "WITHSCORES")[2]
+end
 
 local t = redis.call("TIME")
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -83,7 +106,8 @@ local old_member = nil
 if previous then
   local old_cents, old_member_ = string.match(previous, "^(%d+)|[^|]*|[^|]*|[^|]*|(.+)$")
   if cents <= tonumber(old_cents) then
-    return {"err", "not_higher", 0}
+    return {"err", "not_higher", 0, tostring(redis.call("ZREVRANK", rank_key, old_member_) + 1),
+      threshold_of(redis.call("ZCARD", rank_key)), old_cents, p[4], p[5], p[6], p[1], p[3], now_text, p[7]}
   end
   old_member = old_member_
 end
@@ -101,8 +125,6 @@ redis.call("ZADD", rank_key, score_text, member)
 redis.call("HSET", bids_key, user_id,
   ARGV[4] .. "|" .. seq .. "|" .. score_text .. "|" .. now_text .. "|" .. member)
 redis.call("HSET", names_key, user_id, username)
-redis.call("XADD", stream_key, "*", "u", user_id, "p", price, "s", score_text, "q", seq,
-  "t", now_text, "w", ARGV[5])
 local version = redis.call("HINCRBY", meta_key, "ver", 1)
 local highest = tonumber(redis.call("HGET", meta_key, "hi") or "0")
 if cents > highest then
@@ -111,11 +133,28 @@ end
 
 local rank = redis.call("ZREVRANK", rank_key, member) + 1
 local total = redis.call("ZCARD", rank_key)
-local threshold = ""
-if total >= inventory then
-  local kth = redis.call("ZREVRANGE", rank_key, inventory - 1, inventory - 1, "WITHSCORES")
-  threshold = kth[2]
+local threshold = threshold_of(total)
+
+local extended = "0"
+local win_us = tonumber(p[13] or "0")
+if win_us > 0 and rank <= inventory and end_us - now_us < win_us then
+  local new_end = now_us + tonumber(p[14])
+  local hard_us = tonumber(p[15] or "0")
+  if hard_us > 0 and new_end > hard_us then
+    new_end = hard_us
+  end
+  if new_end > end_us then
+    end_us = new_end
+    extended = "1"
+    redis.call("HSET", params_key, "ext_us", string.format("%.0f", end_us))
+  end
 end
+local end_text = string.format("%.0f", end_us)
+local entry = {"u", user_id, "p", price, "s", score_text, "q", seq, "t", now_text, "w", ARGV[5]}
+if extended == "1" then
+  entry[13], entry[14] = "e", end_text
+end
+redis.call("XADD", stream_key, "*", unpack(entry))
 
 -- Every field a string: cjson would round long numbers when the reply is stored for replays.
 local winning = "0"
@@ -123,7 +162,7 @@ if rank <= inventory then
   winning = "1"
 end
 local reply = {"ok", score_text, tostring(rank), tostring(total), threshold, string.format("%.0f", seq), now_text,
-  string.format("%.0f", version), winning, 0}
+  string.format("%.0f", version), winning, 0, end_text, extended, p[4], p[5], p[6], p[1], p[3]}
 if use_idem then
   redis.call("SET", idem_key, cjson.encode(reply), "EX", idem_ttl)
 end

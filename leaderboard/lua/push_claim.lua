@@ -18,12 +18,15 @@
 --
 -- The clock is Redis's TIME, like the bid script's: "ended" means what the bid script refuses by.
 
-local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "settled", "missing", "epoch")
+local p = redis.call("HMGET", KEYS[1], "start_us", "end_us", "settled", "missing", "epoch", "ext_us")
 if p[4] then
   return {"err", "not_found"}
 end
 if not p[1] or not p[5] or p[5] ~= redis.call("HGET", KEYS[2], "epoch") then
   return {"err", "no_params"}  -- not whole (see place_bid.lua): the caller restores it
+end
+if p[6] and tonumber(p[6]) > tonumber(p[2]) then
+  p[2] = p[6]  -- the effective end (soft close, see place_bid.lua)
 end
 local t = redis.call("TIME")
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])

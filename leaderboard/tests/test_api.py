@@ -52,7 +52,7 @@ async def test_leaderboard_pages_etag_and_meta(api, make_session, users, auth_he
                          "server_time"}
     assert meta["highest_price"] == "99.00" and meta["status"] == "active"
     mine = (await api.get(f"/api/sessions/{session.pk}/bids/me", headers=auth_header(bidders[0]))).json()
-    assert mine == {"price": "99.00", "score": 99.0, "rank": 1, "is_winning": True}
+    assert mine == {"price": "99.00", "score": 99.0, "rank": 1, "is_winning": True, "price_to_win": None}
     (outsider,) = await sync_to_async(users)(1)
     none = await api.get(f"/api/sessions/{session.pk}/bids/me", headers=auth_header(outsider))
     assert none.status_code == 404 and none.json()["code"] == "no_bid"
