@@ -1,16 +1,13 @@
 """Authenticating API requests: a Bearer JWT, or the Django session cookie of the pages (with CSRF
 on unsafe methods). Neither path runs SQL once the user's caches are warm."""
 
-from importlib import import_module
-
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.http import HttpRequest
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
 
-from accounts.selectors import session_hash_matches, user_from_token
-from accounts.user_cache import CurrentUser, get_current_user
+from accounts.selectors import login_session, user_from_login_session, user_from_token
+from accounts.user_cache import CurrentUser
 from core.exceptions import ApplicationError, ErrorCode
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -25,20 +22,8 @@ def _session_of(request: HttpRequest):
     (flashbid.handlers), so there it is opened from the cookie here."""
     session = getattr(request, "session", None)
     if session is None:
-        engine = import_module(settings.SESSION_ENGINE)
-        session = request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        session = request.session = login_session(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
     return session
-
-
-async def _user_from_session(request: HttpRequest) -> CurrentUser | None:
-    session = _session_of(request)
-    user_id = await session.aget(SESSION_KEY)
-    if not user_id:
-        return None
-    user = await get_current_user(user_id)
-    if user is None or not user.is_active or not session_hash_matches(user, await session.aget(HASH_SESSION_KEY)):
-        return None
-    return user
 
 
 async def authenticate(request: HttpRequest) -> CurrentUser | None:
@@ -58,7 +43,7 @@ async def authenticate(request: HttpRequest) -> CurrentUser | None:
         return user
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return None
-    user = await _user_from_session(request)
+    user = await user_from_login_session(_session_of(request))
     if user is not None and request.method not in SAFE_METHODS and check_csrf(request) is not None:
         raise ApplicationError(ErrorCode.FORBIDDEN, "CSRF check failed: send the X-CSRFToken header.")
     return user

@@ -52,7 +52,7 @@ from core.exceptions import ApplicationError
 from core.redis import get_async_redis, session_key
 from core.scripts import lua_sources, script
 from leaderboard.frames import BOARD_SIZE, board_group, board_message, publish, status_message
-from leaderboard.selectors import board_read
+from leaderboard.selectors import board_read, standings
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,16 @@ def push_key(session_id: object) -> str:
 class _Relay:
     """One session's sockets in this event loop and the layer channel relaying its group to them."""
 
-    __slots__ = ("sockets", "channel", "task")
+    __slots__ = ("sockets", "channel", "task", "you_task", "you_again")
 
     def __init__(self) -> None:
-        self.sockets: set = set()  # BoardConsumers (anything with `async relay(event)`)
+        self.sockets: set = set()  # BoardConsumers (anything with `async relay(event)`, `user`, `async you()`)
         self.channel: str | None = None  # set once the channel has joined the group
         self.task: asyncio.Task | None = None
+        # The standings check of the signed-in sockets (`you` frames): one at a time; a board
+        # pushed meanwhile asks for one more run.
+        self.you_task: asyncio.Task | None = None
+        self.you_again = False
 
 
 class Broadcaster:
@@ -132,7 +136,8 @@ class Broadcaster:
             layer = get_channel_layer()
             if relay.sockets and relay.channel is None:
                 channel = await layer.new_channel("board-relay.")
-                task = self._loop.create_task(self._relay(relay, channel), name=f"board-relay {session_id}")
+                task = self._loop.create_task(self._relay(session_id, relay, channel),
+                                              name=f"board-relay {session_id}")
                 try:
                     await layer.group_add(board_group(session_id), channel)
                 except BaseException:
@@ -141,6 +146,8 @@ class Broadcaster:
                 relay.channel, relay.task = channel, task
             elif not relay.sockets:
                 del self._relays[session_id]
+                if relay.you_task is not None:
+                    relay.you_task.cancel()
                 if relay.channel is not None:
                     try:
                         await layer.group_discard(board_group(session_id), relay.channel)
@@ -154,9 +161,9 @@ class Broadcaster:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    @staticmethod
-    async def _relay(relay: _Relay, channel: str) -> None:
-        """Every message of the session's group, to every socket of the session here, in order."""
+    async def _relay(self, session_id: str, relay: _Relay, channel: str) -> None:
+        """Every message of the session's group, to every socket of the session here, in order;
+        after a board, the signed-in sockets' standings (`you` frames)."""
         layer = get_channel_layer()
         while True:
             event = await layer.receive(channel)
@@ -165,6 +172,38 @@ class Broadcaster:
                     await socket.relay(event)
                 except Exception:
                     logger.exception("board relay: a send to one socket failed")
+            if "version" in event:
+                self._you_check_soon(session_id, relay)
+
+    def _you_check_soon(self, session_id: str, relay: _Relay) -> None:
+        if relay.you_task is not None and not relay.you_task.done():
+            relay.you_again = True
+        elif any(socket.user is not None for socket in relay.sockets):
+            relay.you_task = self._loop.create_task(self._you_check(session_id, relay),
+                                                    name=f"board-you {session_id}")
+
+    @staticmethod
+    async def _you_check(session_id: str, relay: _Relay) -> None:
+        """The standing of every signed-in bidder with a socket here, in ONE script call, and a
+        `you` frame to those whose is_winning changed. Once per board push per process: the cost
+        follows the pushes (at most one per BROADCAST_INTERVAL_MS), never the bids."""
+        while True:
+            relay.you_again = False
+            signed_in = [socket for socket in tuple(relay.sockets) if socket.user is not None]
+            if signed_in:
+                try:
+                    found = await standings(session_id=session_id,
+                                            weights={socket.user.id: socket.user.weight for socket in signed_in})
+                except (RedisError, ApplicationError, OSError) as exc:
+                    logger.warning("board push: the standings of session %s failed (%s)", session_id, exc)
+                    found = {}
+                for socket in signed_in if found else ():
+                    try:
+                        await socket.you(found[socket.user.id])
+                    except Exception:
+                        logger.exception("board push: a `you` frame to one socket failed")
+            if not relay.you_again:
+                return
 
     def listen(self, session_id: str) -> None:
         """A socket of this process watches `session_id`: the ticker polls it (`join` calls this)."""

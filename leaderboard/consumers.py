@@ -1,8 +1,11 @@
 """The live board over WebSocket (`/ws/sessions/<id>/`): a snapshot on connect, then whatever the
 session's group receives (coalesced boards, the end, the results; shapes in leaderboard/frames.py).
 
-Read-only and open to anonymous visitors. An id that is not a session (malformed or unknown)
-is closed with code 4404 right after the handshake.
+Open to anonymous visitors. An id that is not a session (malformed or unknown) is closed with code
+4404 right after the handshake. A signed-in bidder also gets private `you` frames: the page's
+socket is signed in by its session cookie; an API client sends a first message
+{"type": "auth", "token": "<JWT>"} (never a token in the URL), answered with one `you` frame, or
+by closing with 4401 for a bad token. Nothing else a client sends is read.
 
 A socket has no channel of its own and does not join the group: the process's relay for the
 session (leaderboard/broadcaster.py, `Broadcaster.join`) receives each group message once and
@@ -11,16 +14,24 @@ calls `relay` on every local socket of the session, which sends the pre-rendered
 
 import uuid
 
+import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http.cookie import parse_cookie
 
+from accounts.selectors import login_session, user_from_login_session, user_from_token
+from accounts.user_cache import CurrentUser
 from auctions import recovery
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import WEBSOCKETS_OPEN
 from leaderboard.broadcaster import get_broadcaster
-from leaderboard.frames import BOARD_SIZE, board_message, render
-from leaderboard.selectors import board_read
+from leaderboard.frames import BOARD_SIZE, board_message, render, you_message
+from leaderboard.selectors import Standing, board_read, standings
 
 CLOSE_UNKNOWN_SESSION = 4404
+CLOSE_BAD_TOKEN = 4401
+# An auth message longer than this is not a token.
+MAX_AUTH_MESSAGE = 4096
 
 
 class BoardConsumer(AsyncWebsocketConsumer):
@@ -31,6 +42,10 @@ class BoardConsumer(AsyncWebsocketConsumer):
     version = -1
     # Broadcasts relayed before the snapshot went out: sent, filtered by version, right after it.
     pending: list[dict] | None = None
+    # The signed-in bidder (cookie or auth message), and the is_winning their last `you` frame said.
+    user: CurrentUser | None = None
+    you_winning: bool | None = None
+    auth_tried = False
 
     async def connect(self) -> None:
         await self.accept()
@@ -43,6 +58,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
         if not await recovery.session_known(session_id):
             await self.close(code=CLOSE_UNKNOWN_SESSION)
             return
+        self.user = await self._cookie_user()
         # Join the relay before reading the snapshot: a push published in between is held, not
         # lost (and dropped by version if the snapshot already has it).
         broadcaster = get_broadcaster()
@@ -67,6 +83,30 @@ class BoardConsumer(AsyncWebsocketConsumer):
         self.pending = None  # relay() sends from now on
         for event in pending:  # daphne's send never suspends: nothing relayed overtakes these
             await self.relay(event)
+        if self.user is not None:
+            await self._you_now()
+
+    async def _cookie_user(self) -> CurrentUser | None:
+        """The bidder the page's session cookie signs in (no SQL once the caches are warm)."""
+        cookies = {}
+        for name, value in self.scope.get("headers", ()):
+            if name == b"cookie":
+                cookies.update(parse_cookie(value.decode("latin-1")))
+        session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+        return await user_from_login_session(login_session(session_key)) if session_key else None
+
+    async def _you_now(self) -> None:
+        """One `you` frame with the bidder's current standing."""
+        found = await standings(session_id=self.session_id, weights={self.user.id: self.user.weight})
+        await self.you(found[self.user.id], changed_only=False)
+
+    async def you(self, standing: Standing, *, changed_only: bool = True) -> None:
+        """The bidder's private frame, when their is_winning changed (the broadcaster asks once per
+        board push; their first bid counts as a change)."""
+        if changed_only and standing.is_winning == self.you_winning:
+            return
+        self.you_winning = standing.is_winning
+        await self.base_send({"type": "websocket.send", "text": render(you_message(standing))})
 
     async def disconnect(self, code: int) -> None:
         if self.session_id is not None:
@@ -75,7 +115,24 @@ class BoardConsumer(AsyncWebsocketConsumer):
             await get_broadcaster().leave(session_id, self)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        """The socket is read-only: whatever a client sends is ignored."""
+        """The one message read: a first {"type": "auth", "token"} signs the socket in (a bad token
+        closes it with 4401). Anything else, and any later auth message, is ignored."""
+        if self.auth_tried or self.session_id is None or not text_data or len(text_data) > MAX_AUTH_MESSAGE:
+            return
+        try:
+            message = orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(message, dict) or message.get("type") != "auth":
+            return
+        self.auth_tried = True
+        token = message.get("token")
+        user = await user_from_token(token) if isinstance(token, str) and token else None
+        if user is None:
+            await self.close(code=CLOSE_BAD_TOKEN)
+            return
+        self.user, self.you_winning = user, None
+        await self._you_now()
 
     async def relay(self, event: dict) -> None:
         """A group message ({"type": "board.message", "text", "version"?}) for this socket: held

@@ -14,6 +14,11 @@ prices decimal strings, scores JSON numbers, as in the HTTP API):
   {"type": "status", "status": "ended", "server_time": "...Z"}
 - once when the session is settled: {"type": "results", "results": <body of GET
   /api/sessions/{id}/results>}
+- private, to a signed-in bidder's sockets only (the page's session cookie, or an API client's
+  first message {"type": "auth", "token": "<JWT>"}): {"type": "you", "rank", "is_winning",
+  "price_to_win", "server_time"} once on sign-in (the current state; rank and is_winning null
+  without a bid), then whenever their own is_winning changes (within about one push interval:
+  leaderboard/broadcaster.py checks the signed-in listeners once per board push, not per bid).
 
 Channel-layer side: group `board.<session_id>` (`board_group`), message
 {"type": "board.message", "text": "<the JSON above>", "version": <board version, boards only>}.
@@ -50,6 +55,12 @@ def board_message(kind: str, board: Board) -> dict:
         "end_time": board.end_time,
         "start_time": board.start_time,
     }
+
+
+def you_message(standing) -> dict:
+    """A bidder's private frame from their Standing (leaderboard.selectors.standings)."""
+    return {"type": "you", "rank": standing.rank, "is_winning": standing.is_winning,
+            "price_to_win": standing.price_to_win, "server_time": standing.server_time}
 
 
 def status_message(status: str, server_time) -> dict:

@@ -3,6 +3,7 @@
 Every read is one round trip to one Lua script that returns a consistent snapshot (version and
 rows from the same instant) in O(log N + page size)."""
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -126,16 +127,22 @@ async def leaderboard_meta(*, session_id) -> dict:
     return meta
 
 
-@dataclass(frozen=True, slots=True)
 class Standing:
-    """One bidder's place on the live board (rank None without a bid) and their price to win."""
+    """One bidder's place on the live board (rank None without a bid) and their price to win,
+    computed when first asked for (the `you` frames need it only for the bidders told anything)."""
 
-    price: object
-    score: float | None
-    rank: int | None
-    is_winning: bool | None
-    price_to_win: object
-    server_time: object
+    __slots__ = ("price", "score", "rank", "is_winning", "server_time", "_hint")
+
+    def __init__(self, *, price, score, rank, is_winning, server_time, hint) -> None:
+        self.price, self.score, self.rank, self.is_winning = price, score, rank, is_winning
+        self.server_time = server_time
+        self._hint = hint  # a callable until asked, then its value
+
+    @property
+    def price_to_win(self):
+        if callable(self._hint):
+            self._hint = self._hint()
+        return self._hint
 
 
 async def standings(*, session_id, weights: dict[str, float]) -> dict[str, Standing]:
@@ -157,9 +164,9 @@ async def standings(*, session_id, weights: dict[str, float]) -> dict[str, Stand
             score=float(score) if score else None,
             rank=rank,
             is_winning=winning if rank is not None else None,
-            price_to_win=price_hint(terms, weight=weights[user_id], now_us=now_us, open_now=open_now,
-                                    winning=winning, threshold=threshold, own_cents=int(cents) if cents else None),
             server_time=us_to_datetime(now_us),
+            hint=functools.partial(price_hint, terms, weight=weights[user_id], now_us=now_us, open_now=open_now,
+                                   winning=winning, threshold=threshold, own_cents=int(cents) if cents else None),
         )
     return result
 
