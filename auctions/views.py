@@ -55,6 +55,7 @@ def session_detail(request: HttpRequest, session_id) -> HttpResponse:
         "status": session.current_status(now),
         "start_time": session.start_time.isoformat(),
         "end_time": session.end_time.isoformat(),
+        "scheduled_end_time": session.scheduled_end_time.isoformat(),
         "server_time": now.isoformat(),
         "upset_price": str(session.upset_price),
         "inventory": session.inventory,

@@ -152,7 +152,7 @@ def test_a_visitor_registers_bids_and_sees_a_rival_outbid_them_live(server, chro
     bid(page, "5")
     expect_bid_error(page, "below_upset_price", "Bids start at the floor price of 10.00.")
     bid(page, "20.00")
-    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted: rank 1 of 4")
+    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted.")
     expect(page.locator("#bid-error")).to_be_hidden()
     expect(page.locator("#my-rank")).to_have_text("1")
     expect(page.locator("#my-winning")).to_have_text("Winning")
@@ -180,6 +180,75 @@ def test_a_visitor_registers_bids_and_sees_a_rival_outbid_them_live(server, chro
     shot = screenshot(page, "session-outbid")
     if os.environ.get("FLASHBID_DOCS_SCREENSHOT"):
         DOCS_SCREENSHOT.write_bytes(shot.read_bytes())
+
+
+def test_soft_close_extends_the_countdown_and_an_outbid_bidder_is_told_with_the_price_to_win(
+        server, chromium, make_user, token_for):
+    """A session with soft close ends in 15 s: each winning bid in the window moves the end, and the
+    countdown says so; the bidder sees the price to win next to the bid box, is asked to confirm a
+    bid above 5x the floor, and is told prominently when a rival outbids them; the settlement comes
+    after the effective end, with the late bid."""
+    admin_token = token_for(make_user(is_staff=True))
+    rival_token = token_for(make_user(username="sniper"))
+    browser = chromium()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "carol")
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    log_in(page, server, "carol", "/")
+    with httpx.Client(base_url=server, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as http:
+        product = http.post("/api/admin/products", json={"name": "Signed first edition"}).json()
+        now = timezone.now()
+        scheduled_end = now + dt.timedelta(seconds=15)
+        response = http.post("/api/admin/sessions", json={
+            "product_id": product["id"], "upset_price": "10.00", "inventory": 1, "alpha": 1.0,
+            "start_time": (now - dt.timedelta(seconds=60)).isoformat(), "end_time": scheduled_end.isoformat(),
+            "extend_window_seconds": 60, "extend_by_seconds": 18})
+        assert response.status_code == 201, response.text
+        session = response.json()
+    assert session["extend_window_seconds"] == 60 and session["scheduled_end_time"] == session["end_time"]
+
+    page.goto(f"{server}/sessions/{session['id']}/")
+    expect_live(page)
+    expect(page.locator("#soft-close-rule")).to_contain_text("in the last 60 s moves the end to 18 s after it")
+    hint = page.locator("#price-hint")
+    expect(hint).to_have_text("Bid at least 10.00 to be winning now.")  # no bids yet: the floor
+
+    dialogs = []
+    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    bid(page, "60")  # more than 5x the floor: asked first, and refused here
+    expect(page.locator("#bid-price")).to_have_value("60")
+    assert dialogs and "more than 5 times the floor price (10.00)" in dialogs[0]
+    expect(page.locator("#my-none")).to_be_visible()  # nothing was sent
+
+    bid(page, "20.00")
+    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted.")
+    expect(hint).to_have_text("You are winning now.")
+    extended = page.locator("#extended")
+    expect(extended).to_contain_text("Extended by")  # 18 s after the bid is past the scheduled end
+    expect(page.locator("#countdown")).to_contain_text("Closes in")
+
+    with httpx.Client(base_url=server, timeout=10) as http:
+        rival = api_bid(http, session["id"], rival_token, "30.00")
+    notice = page.locator("#you-notice")
+    expect(notice).to_have_attribute("data-kind", "outbid", timeout=2_500)
+    expect(notice).to_contain_text("You have been outbid. Bid at least 30.01 to be winning again.")
+    expect(hint).to_have_text("Bid at least 30.01 to be winning now.")
+    expect(page.locator("#bid-price")).to_have_attribute("placeholder", "at least 30.01")
+    expect(page.locator("#my-winning")).to_contain_text("Outbid")
+    shot = screenshot(page, "session-soft-close-outbid")
+    if os.environ.get("FLASHBID_DOCS_SCREENSHOT"):
+        (processes.ROOT / "docs" / "screenshot-soft-close.png").write_bytes(shot.read_bytes())
+
+    # The effective end (the rival's bid + 18 s) is after the scheduled one; the results come after it.
+    rival_end = dt.datetime.fromisoformat(rival["accepted_at"]) + dt.timedelta(seconds=18)
+    assert rival_end > scheduled_end
+    left = (rival_end - timezone.now()).total_seconds()
+    expect(page.locator("#final-price")).to_contain_text("Final price 30.00", timeout=(left + 20) * 1000)
+    expect(page.locator("#my-outcome")).to_contain_text("You did not win this time.")
+    with httpx.Client(base_url=server, timeout=10) as http:
+        settled = http.get(f"/api/sessions/{session['id']}").json()
+    assert dt.datetime.fromisoformat(settled["end_time"]) == rival_end
+    assert settled["scheduled_end_time"] == session["scheduled_end_time"]
 
 
 def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server, chromium, make_session,

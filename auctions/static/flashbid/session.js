@@ -4,8 +4,15 @@
    - The bid form posts to the JSON API (session cookie + X-CSRFToken); errors are shown by their
      machine code through BID_ERRORS.
    - The board arrives over the WebSocket /ws/sessions/<id>/: "snapshot" on connect, "board" when
-     it changes, "status" when the session ends, "results" when it is settled; other types are
-     ignored.
+     it changes, "status" when the session ends, "results" when it is settled, and, for a signed-in
+     bidder (the socket carries the session cookie), "you" when their own is_winning changes (the
+     outbid notice, also as a browser notification when the tab is hidden and the user allowed
+     it); other types are ignored.
+   - The end is the session's effective end: soft close moves it later, and every snapshot, board
+     and meta carries it; the countdown follows and says by how much it was extended.
+   - Next to the bid box: the price to win ("bid at least 123.45 to be winning now") from the bid
+     answer, bids/me and the "you" frames; a bid above 5x the highest price (or the floor, before
+     any bid) asks for confirmation first.
    - While the socket is down the page says so, reconnects with backoff, and polls meta-first:
      the tiny meta endpoint every 2.5 s (15 s when the tab is hidden), the board only when its
      version changed, my standing only when the board changed and I am not on its first page. */
@@ -47,7 +54,10 @@
   const STATUS_ORDER = ["scheduled", "active", "ended", "settled"];
 
   const startMs = Date.parse(config.start_time);
-  const endMs = Date.parse(config.end_time);
+  let endMs = Date.parse(config.end_time); // the effective end: soft close moves it later
+  const scheduledEndMs = Date.parse(config.scheduled_end_time);
+  // A bid this many times the current highest price (or the floor) asks "are you sure?" first.
+  const CONFIRM_FACTOR = 5;
 
   const state = {
     status: null,
@@ -73,6 +83,9 @@
     pageTimer: null,
     pageLoadedAt: 0,
     submitting: false,
+    // The is_winning the page last knew (bid answer, bids/me, "you" frames): an outbid notice is
+    // a change from true to false.
+    youWinning: null,
   };
 
   // --- helpers ---------------------------------------------------------------------------------
@@ -142,8 +155,36 @@
     if (status === "ended" || status === "settled") schedulePoll(0); // look for the results now
   }
 
+  // The effective end moved (a soft-close extension, from a frame or the meta): the countdown and
+  // "Closes" follow; a page that had already counted down to "ended" is open again.
+  function moveEnd(iso) {
+    const ms = Date.parse(iso);
+    if (Number.isNaN(ms) || ms === endMs || state.status === "settled") return;
+    const later = ms > endMs;
+    endMs = ms;
+    const closes = $("closes");
+    if (closes) {
+      closes.setAttribute("datetime", iso);
+      closes.textContent = new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+    }
+    if (!later) return;
+    // How far the bids have moved the end, all told, from the one the admin set.
+    const note = $("extended");
+    note.textContent = `Extended by ${clock.duration(endMs - scheduledEndMs)}`;
+    note.hidden = false;
+    if (state.status === "ended" && clock.now() < endMs) {
+      state.status = null; // the one step back the lifecycle allows: the end moved past now
+      $("results-panel").hidden = true;
+      setStatus("active");
+    }
+  }
+
   function tick() {
     const now = clock.now();
+    if (endMs > scheduledEndMs && $("extended").hidden) {
+      $("extended").textContent = `Extended by ${clock.duration(endMs - scheduledEndMs)}`; // extended before this page
+      $("extended").hidden = false;
+    }
     let text;
     if (state.status === "settled") text = "Settled";
     else if (now < startMs) text = `Opens in ${clock.duration(startMs - now)}`;
@@ -235,6 +276,7 @@
     $("my-score").textContent = fmtScore(bid.score);
     $("my-rank").textContent = bid.rank;
     $("my-of").textContent = totalBidders ? ` of ${totalBidders}` : "";
+    if ("price_to_win" in bid) setHint(bid.price_to_win, bid.is_winning);
     const winning = $("my-winning");
     winning.textContent = bid.is_winning ? "Winning" : `Outbid: not in the top ${config.inventory}`;
     winning.className = bid.is_winning ? "yes" : "no";
@@ -247,10 +289,66 @@
     if (mine) {
       setMyBid({ price: mine.price, score: mine.score, rank: mine.rank, is_winning: mine.is_winner },
         board.total_bidders);
-      return;
+      if (mine.is_winner) return;
     }
-    if (state.myBidKnown && !state.myBid) return; // no bid of mine: nothing moved
-    fetchMyBidSoon();
+    // Not winning (or not on the first page): the price to win moved with the board.
+    if (board.status === "active") fetchMyBidSoon();
+  }
+
+  // "Bid at least 123.45 to be winning now", or that the bidder is winning.
+  function setHint(priceToWin, winning) {
+    const hint = $("price-hint");
+    const input = $("bid-price");
+    if (!hint) return;
+    if (winning) {
+      hint.textContent = "You are winning now.";
+      hint.dataset.winning = "yes";
+      hint.hidden = false;
+    } else if (priceToWin != null) {
+      hint.textContent = `Bid at least ${priceToWin} to be winning now.`;
+      hint.dataset.winning = "no";
+      hint.hidden = false;
+    } else {
+      hint.hidden = true;
+    }
+    hint.dataset.price = priceToWin == null ? "" : priceToWin;
+    if (input && priceToWin != null) input.placeholder = `at least ${priceToWin}`;
+    else if (input && state.myBid) input.placeholder = `more than ${state.myBid.price}`;
+  }
+
+  // A "you" frame: the bidder's own standing changed (or the socket just signed in).
+  function onYou(you) {
+    const was = state.youWinning;
+    state.youWinning = you.is_winning;
+    setHint(you.price_to_win, you.is_winning === true);
+    if (you.rank != null) fetchMyBidSoon(); // price, score and rank in the panel
+    if (was === true && you.is_winning === false) {
+      const text = you.price_to_win != null
+        ? `You have been outbid. Bid at least ${you.price_to_win} to be winning again.`
+        : "You have been outbid.";
+      showNotice("outbid", text);
+      notifyInBackground(text);
+    } else if (was === false && you.is_winning === true) {
+      showNotice("winning", "You are winning again.");
+    }
+  }
+
+  function showNotice(kind, text) {
+    const notice = $("you-notice");
+    if (!notice) return;
+    notice.dataset.kind = kind;
+    notice.textContent = text;
+    notice.hidden = false;
+  }
+
+  function notifyInBackground(text) {
+    if (document.visibilityState !== "hidden" || !("Notification" in window)) return;
+    if (Notification.permission !== "granted") return;
+    try {
+      new Notification($("product-name").textContent, { body: text, tag: `flashbid-${config.session_id}` });
+    } catch (error) {
+      // Some browsers allow notifications only from a service worker: the page's notice remains.
+    }
   }
 
   function fetchMyBidSoon() {
@@ -261,8 +359,13 @@
       state.myBidFetchedAt = Date.now();
       const response = await getJson(config.urls.my_bid);
       if (response.status === 200) setMyBid(response.body, state.board && state.board.total_bidders);
-      else if (response.status === 404) setMyBid(null);
+      else if (response.status === 404) setNoBid(response.body);
     }, wait);
+  }
+
+  function setNoBid(body) {
+    setMyBid(null);
+    if (body && body.code === "no_bid") setHint(body.price_to_win, false);
   }
 
   // --- the full, paged leaderboard ------------------------------------------------------------
@@ -426,11 +529,16 @@
         state.live = true;
         state.reconnectDelay = RECONNECT_MIN_MS;
         setLive("live");
+        if (message.end_time) moveEnd(message.end_time);
         applyBoard(message.board);
         reschedulePoll();
         break;
       case "board":
+        if (message.end_time) moveEnd(message.end_time);
         applyBoard(message.board);
+        break;
+      case "you":
+        onYou(message);
         break;
       case "status":
         setStatus(message.status);
@@ -472,6 +580,7 @@
       if (response.status === 200) {
         const meta = response.body;
         clock.sync(meta.server_time, sentAt, Date.now());
+        moveEnd(meta.end_time);
         if (meta.version !== state.version || meta.status !== state.boardStatus) await refreshBoard();
         if (meta.status === "settled") await fetchResults();
         else setStatus(meta.status);
@@ -534,6 +643,13 @@
         showBidError("invalid_price");
         return;
       }
+      const highest = state.board && state.board.highest_price != null ? state.board.highest_price : null;
+      const reference = highest != null ? highest : config.upset_price;
+      if (Number(price) > CONFIRM_FACTOR * Number(reference)) {
+        const what = highest != null ? "the current highest price" : "the floor price";
+        if (!window.confirm(`Your bid of ${price} is more than ${CONFIRM_FACTOR} times ${what} (${reference}). `
+          + "Place it anyway?")) return;
+      }
       state.submitting = true;
       button.disabled = true;
       try {
@@ -551,12 +667,15 @@
         }
         if (response.ok && body) {
           setMyBid(body, body.total_bidders);
+          state.youWinning = body.is_winning; // my own bid: no notice for what I just did
           input.value = "";
-          showBidOk(`Bid of ${body.price} accepted: rank ${body.rank} of ${body.total_bidders}.`);
+          // The rank moves with every rival's bid: the panel above keeps it current.
+          showBidOk(`Bid of ${body.price} accepted.`);
           if (!state.live) schedulePoll(0);
         } else {
           showBidError(body && body.code ? body.code : `http_${response.status}`, body && body.detail,
             response.headers.get("Retry-After"));
+          if (body && body.code === "not_higher") setHint(body.price_to_win, body.price_to_win == null);
         }
       } catch (error) {
         showBidError("network");
@@ -583,8 +702,17 @@
     state.myBidFetchedAt = Date.now();
     getJson(config.urls.my_bid).then((response) => {
       if (response.status === 200 && !state.myBid) setMyBid(response.body, state.board && state.board.total_bidders);
-      else if (response.status === 404 && !state.myBid) setMyBid(null);
+      else if (response.status === 404 && !state.myBid) setNoBid(response.body);
     });
+    const offer = $("notify-offer");
+    if (offer && "Notification" in window && Notification.permission === "default") {
+      offer.hidden = false;
+      $("notify-enable").addEventListener("click", () => {
+        Notification.requestPermission().finally(() => {
+          offer.hidden = true;
+        });
+      });
+    }
   }
   if (config.status === "settled") fetchResults();
   connect();
