@@ -5,12 +5,18 @@ bulk when missing, with unusable passwords; their access tokens are minted here,
 hashing stands between the load and the bid path). Each bot bids strictly rising prices; the
 server's answers are counted by status and error code, latencies kept for percentiles.
 
+Snipers (users `snipe-0001`…) wait for the last seconds of the session and then bid its price to
+win (from bids/me): on a session with soft close each such bid moves the end, which the report
+counts (watch it on the session page).
+
 Loads target loopback unless the caller allows otherwise, and every run is bounded in time.
 """
 
 import asyncio
 import collections
+import datetime as dt
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -83,6 +89,10 @@ class Report:
     listener_messages: list[int] = field(default_factory=list)
     listener_versions: list[int] = field(default_factory=list)
     last_version: int = 0
+    snipes: collections.Counter = field(default_factory=collections.Counter)  # answers to the snipers' bids
+    extensions: int = 0
+    first_end: str | None = None
+    last_end: str | None = None
 
     @property
     def accepted(self) -> int:
@@ -109,6 +119,9 @@ class Report:
             "statuses " + (", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items())) or "none"),
             "rejected by code " + (", ".join(f"{c}: {n}" for c, n in self.codes.most_common()) or "none"),
         ]
+        if self.first_end is not None:  # there were snipers
+            lines.append("snipes " + (", ".join(f"{s}: {n}" for s, n in sorted(self.snipes.items())) or "none")
+                         + f"; the end moved {self.extensions} time(s): {self.first_end} -> {self.last_end}")
         if self.transport_errors:
             lines.append(f"transport errors {self.transport_errors}")
         if self.listener_messages:
@@ -152,12 +165,47 @@ async def _listen(url: str, ws_url: str, report: Report, index: int, stop: async
         report.transport_errors += 1
 
 
+async def _snipe(client: httpx.AsyncClient, session_id: str, bot: Bot, report: Report, deadline: float,
+                 snipe_seconds: float, rng) -> None:
+    """One sniper: watches the (effective) end through the meta, and in its last `snipe_seconds`
+    bids the price to win, again whenever it is no longer winning, until the session ends."""
+    while time.perf_counter() < deadline:
+        meta = await client.get(f"/api/sessions/{session_id}/leaderboard/meta")
+        if meta.status_code != 200:
+            return
+        meta = meta.json()
+        if meta["status"] in ("ended", "settled"):
+            return
+        if report.first_end is None:
+            report.first_end = meta["end_time"]
+        if report.last_end is None or _parse_time(meta["end_time"]) > _parse_time(report.last_end):
+            report.extensions += report.last_end is not None
+            report.last_end = meta["end_time"]
+        left = (_parse_time(meta["end_time"]) - _parse_time(meta["server_time"]))
+        if left > snipe_seconds:
+            await asyncio.sleep(min(left - snipe_seconds + rng.random() * snipe_seconds * 0.8, 1.0))
+            continue
+        mine = await client.get(f"/api/sessions/{session_id}/bids/me", headers={"Authorization": f"Bearer {bot.token}"})
+        target = mine.json().get("price_to_win") if mine.status_code in (200, 404) else None
+        if target is not None:
+            bid = await client.post(f"/api/sessions/{session_id}/bids", json={"price": target},
+                                    headers={"Authorization": f"Bearer {bot.token}"})
+            report.snipes[bid.status_code] += 1
+        await asyncio.sleep(0.3 + rng.random())
+
+
+def _parse_time(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
 async def simulate(*, url: str, session_id: str, bots: list[Bot], duration: float, rate: float | None = None,
-                   concurrency: int = 32, listeners: int = 0, settle_seconds: float = 1.5) -> Report:
+                   concurrency: int = 32, listeners: int = 0, settle_seconds: float = 1.5,
+                   snipers: list[Bot] = (), snipe_seconds: float = 3.0) -> Report:
     """Bid for `duration` seconds: at a fixed offered `rate` (bids/s, open loop: latency counts from
     the planned send time) or, without a rate, as fast as `concurrency` connections allow (closed
     loop). With `listeners`, that many WebSockets watch the session meanwhile and for
-    `settle_seconds` after the last bid (to see the final board)."""
+    `settle_seconds` after the last bid (to see the final board). `snipers` bid the price to win
+    in the session's last `snipe_seconds` (their answers are not in the latency figures)."""
     if not 0 < duration <= MAX_DURATION_SECONDS:
         raise ValueError(f"duration must be within (0, {MAX_DURATION_SECONDS}] seconds")
     report = Report(listener_messages=[0] * listeners, listener_versions=[0] * listeners)
@@ -193,6 +241,8 @@ async def simulate(*, url: str, session_id: str, bots: list[Bot], duration: floa
 
         began = time.perf_counter()
         deadline = began + duration
+        sniping = [asyncio.create_task(_snipe(client, session_id, bot, report, deadline, snipe_seconds,
+                                              random.Random(n))) for n, bot in enumerate(snipers)]
         if rate:
             in_flight: set[asyncio.Task] = set()
             interval, n = 1.0 / rate, 0
@@ -215,6 +265,8 @@ async def simulate(*, url: str, session_id: str, bots: list[Bot], duration: floa
                     await bid(time.perf_counter())
 
             await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
+        if sniping:
+            await asyncio.gather(*sniping)
         report.seconds = time.perf_counter() - began
         if listening:
             board = await client.get(f"/api/sessions/{session_id}/leaderboard", params={"page_size": 1})

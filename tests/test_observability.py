@@ -190,3 +190,24 @@ def test_simulate_bidders_bids_over_http_and_reports(started, make_session):
                  "--rate", "10", "--url", f"http://127.0.0.1:{port}", stdout=again)
     assert "not_higher" not in again.getvalue()
 
+
+
+def test_simulate_bidders_snipers_extend_a_soft_close_session(started, make_session):
+    """Snipers bid the price to win in the last seconds: each such bid moves the end (soft close),
+    which the report counts, and the session ends later than scheduled."""
+    from auctions import live
+    from auctions.rules import to_us
+    from core.redis import get_redis
+
+    port = processes.free_port()
+    started(processes.daphne, port)
+    session = make_session(starts_in=-60, lasts=63, inventory=1, extend_window_seconds=5, extend_by_seconds=4)
+    out = StringIO()
+    call_command("simulate_bidders", "--session", str(session.pk), "--bidders", "2", "--duration", "6",
+                 "--rate", "2", "--snipers", "3", "--snipe-seconds", "5", "--url", f"http://127.0.0.1:{port}",
+                 stdout=out)
+    report = out.getvalue()
+    moved = int(re.search(r"the end moved (\d+) time", report).group(1))
+    assert moved >= 1 and re.search(r"snipes 201: \d+", report), report
+    ext_us = get_redis().hget(live.session_keys(session.pk).params, "ext_us")
+    assert ext_us and int(ext_us) > to_us(session.end_time)

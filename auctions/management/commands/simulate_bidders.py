@@ -19,6 +19,10 @@ class Command(BaseCommand):
                             help="bids per second offered in total (open loop); 0 = as fast as possible")
         parser.add_argument("--concurrency", type=int, default=32, help="HTTP connections")
         parser.add_argument("--listeners", type=int, default=0, help="WebSocket listeners on the session")
+        parser.add_argument("--snipers", type=int, default=0,
+                            help="bots that bid the price to win in the session's last seconds (soft close: "
+                                 "each such bid moves the end)")
+        parser.add_argument("--snipe-seconds", type=float, default=3.0, help="how close to the end snipers bid")
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
         parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
 
@@ -27,17 +31,22 @@ class Command(BaseCommand):
             raise CommandError(f"{o['url']} is not loopback; pass --allow-remote to load another host")
         if not 0 < o["duration"] <= simulation.MAX_DURATION_SECONDS:
             raise CommandError(f"--duration must be within (0, {simulation.MAX_DURATION_SECONDS}] seconds")
-        if o["bidders"] < 1 or o["concurrency"] < 1 or o["rate"] < 0 or o["listeners"] < 0:
-            raise CommandError("--bidders and --concurrency must be positive; --rate and --listeners not negative")
+        if o["bidders"] < 1 or o["concurrency"] < 1 or o["rate"] < 0 or o["listeners"] < 0 or o["snipers"] < 0:
+            raise CommandError("--bidders and --concurrency must be positive; --rate, --listeners and --snipers "
+                               "not negative")
+        if o["snipe_seconds"] <= 0:
+            raise CommandError("--snipe-seconds must be positive")
         session_id = o["session"] or self._active_session()
         bots = simulation.bots_prepare(o["bidders"])
+        snipers = simulation.bots_prepare(o["snipers"], prefix="snipe") if o["snipers"] else []
         pace = f"{o['rate']:g} bids/s" if o["rate"] else "closed loop"
         self.stdout.write(f"simulating {len(bots)} bidders on session {session_id} for {o['duration']:g} s "
                           f"({pace}) against {o['url']}")
         try:
             report = asyncio.run(simulation.simulate(
                 url=o["url"], session_id=session_id, bots=bots, duration=o["duration"], rate=o["rate"] or None,
-                concurrency=o["concurrency"], listeners=o["listeners"]))
+                concurrency=o["concurrency"], listeners=o["listeners"], snipers=snipers,
+                snipe_seconds=o["snipe_seconds"]))
         except OSError as exc:
             raise CommandError(f"cannot reach {o['url']}: {exc}") from None
         except simulation.httpx.HTTPStatusError as exc:
