@@ -2,7 +2,7 @@
 driven directly with pre-built scopes, so every sample is server-side work (Django, ninja, auth,
 the Redis round trip). Prints µs per bid and the top functions by cumulative time.
 
-    .venv/bin/python bench/profile_bid.py --bids 3000 [--pyinstrument]
+    .venv/bin/python bench/profile_bid.py --bids 3000 [--pyinstrument] [--losing]
 """
 
 import argparse
@@ -58,21 +58,26 @@ async def bid(session_id: str, token: str, cents: int) -> int:
     return status
 
 
-async def run(session_id: str, bots, count: int) -> list[int]:
-    return [await bid(session_id, bots[n % len(bots)].token, 100_000 + n) for n in range(count)]
+async def run(session_id: str, bots, count: int, losing: bool = False) -> list[int]:
+    """Rising prices: every bid ranks first; with `losing`, falling prices: past the first K, every
+    bid ranks below K (the answer then carries a price to win, computed per bid)."""
+    return [await bid(session_id, bots[n % len(bots)].token, 10_000_000 - n if losing else 100_000 + n)
+            for n in range(count)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bids", type=int, default=3000)
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--losing", action="store_true", help="bids that rank below K (with a price to win)")
     parser.add_argument("--no-token-cache", action="store_true", help="verify every JWT again (the 'before')")
     args = parser.parse_args()
     if args.no_token_cache:
         from accounts import selectors, tokens
 
         selectors.token_verify = tokens._verify
-    bots = simulation.bots_prepare(1000, prefix="bench")
+    # Losing bids need a bidder each (a second, lower bid of the same bidder is refused as not_higher).
+    bots = simulation.bots_prepare(max(1000, args.bids + 250) if args.losing else 1000, prefix="bench")
     session_id = session_create()
     asyncio.run(run(session_id, bots, 200))  # warm
     session_id = session_create()
@@ -82,19 +87,19 @@ def main() -> None:
         from pyinstrument import Profiler
 
         with Profiler() as profiler:
-            statuses = asyncio.run(run(session_id, bots, args.bids))
+            statuses = asyncio.run(run(session_id, bots, args.bids, args.losing))
         profiler.print(show_all=False)
     else:
         profile = cProfile.Profile()
         profile.enable()
-        statuses = asyncio.run(run(session_id, bots, args.bids))
+        statuses = asyncio.run(run(session_id, bots, args.bids, args.losing))
         profile.disable()
         pstats.Stats(profile).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(35)
     elapsed = time.perf_counter() - began
     print(f"{args.bids} bids, statuses {set(statuses)}: {elapsed / args.bids * 1e6:.0f} µs per bid (profiled)")
     session_id = session_create()
     began = time.perf_counter()
-    asyncio.run(run(session_id, bots, args.bids))
+    asyncio.run(run(session_id, bots, args.bids, args.losing))
     print(f"unprofiled: {(time.perf_counter() - began) / args.bids * 1e6:.0f} µs per bid, in one process, no network")
 
 

@@ -258,16 +258,20 @@ def open_loop(port: int, rate: float, seconds: float, make) -> dict:
 
 # --- WebSocket delivery --------------------------------------------------------------------------
 
-def _listeners_process(url: str, count: int, ready, stop, out_path: str) -> None:
+def _listeners_process(url: str, count: int, ready, stop, out_path: str, tokens: list[str]) -> None:
     """Child process: `count` sockets on one session; records (receive time, highest price) of
-    every board push."""
+    every board push. The first len(tokens) sockets sign in (a first auth message, as API clients
+    do) and count their private `you` frames."""
     import orjson
     import websockets
 
     records: list[list] = [[] for _ in range(count)]
+    you_frames = [0] * count
 
     async def listen(i: int, opened: asyncio.Event, counter: list) -> None:
         async with websockets.connect(url, origin="http://127.0.0.1", max_queue=None, open_timeout=60) as socket:
+            if i < len(tokens):
+                await socket.send(orjson.dumps({"type": "auth", "token": tokens[i]}).decode())
             counter[0] += 1
             if counter[0] == count:
                 opened.set()
@@ -280,6 +284,8 @@ def _listeners_process(url: str, count: int, ready, stop, out_path: str) -> None
                 message = orjson.loads(text)
                 if message.get("type") == "board":
                     records[i].append((received, message["board"]["highest_price"]))
+                elif message.get("type") == "you":
+                    you_frames[i] += 1
 
     async def main() -> None:
         opened, counter = asyncio.Event(), [0]
@@ -293,21 +299,23 @@ def _listeners_process(url: str, count: int, ready, stop, out_path: str) -> None
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
-    Path(out_path).write_text(json.dumps(records))
+    Path(out_path).write_text(json.dumps({"records": records, "you_frames": you_frames[:len(tokens)]}))
 
 
 def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listeners: int, rate: float,
-                       seconds: float) -> dict:
+                       seconds: float, signed_in: int = 0) -> dict:
     """`listeners` sockets (in a child process) on one session while bids arrive at `rate`/s: for
     every board push, the time from the acceptance of the bid it shows (the highest price: prices
-    rise with every bid) to its arrival."""
+    rise with every bid) to its arrival. `signed_in` of them are bidders' sockets (auth message):
+    their `you` frames are counted."""
     from bench import openloop
 
     out_path = VAR / "ws-records.json"
     out_path.unlink(missing_ok=True)
     ready, stop = multiprocessing.Event(), multiprocessing.Event()
     child = multiprocessing.Process(target=_listeners_process, args=(
-        f"ws://127.0.0.1:{ws_port}/ws/sessions/{session_id}/", listeners, ready, stop, str(out_path)))
+        f"ws://127.0.0.1:{ws_port}/ws/sessions/{session_id}/", listeners, ready, stop, str(out_path),
+        [bot.token for bot in bots[:signed_in]]))
     child.start()
     if not ready.wait(180):
         child.kill()
@@ -328,7 +336,8 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     time.sleep(2)  # the last coalesced push is due within 1 s of the last bid
     stop.set()
     child.join(timeout=60)
-    records = json.loads(out_path.read_text()) if out_path.exists() else []
+    saved = json.loads(out_path.read_text()) if out_path.exists() else {"records": [], "you_frames": []}
+    records = saved["records"]
     delays, pushes = [], []
     last_price = max(accepted_at, key=lambda p: float(p)) if accepted_at else None
     got_last = 0
@@ -345,7 +354,8 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
         return delays[min(len(delays) - 1, int(fraction * len(delays)))] * 1000 if delays else float("nan")
 
     return {"listeners": len(records), "bids": result.statuses.get(201, 0), "p50": q(0.50), "p99": q(0.99),
-            "pushes_mean": sum(pushes) / len(pushes) if pushes else 0, "got_last": got_last}
+            "pushes_mean": sum(pushes) / len(pushes) if pushes else 0, "got_last": got_last,
+            "signed_in": len(saved["you_frames"]), "you_frames": sum(saved["you_frames"])}
 
 
 # --- persist and settlement ----------------------------------------------------------------------
@@ -431,7 +441,8 @@ def main() -> None:
     seconds = 3.0 if args.quick else args.seconds
     sizes = {"bidders": 1_000 if args.quick else 10_000, "board": [1_000, 10_000] if args.quick else
              [1_000, 10_000, 100_000], "listeners": 100 if args.quick else 1_000,
-             "persist": 5_000 if args.quick else 50_000, "settle": 5_000 if args.quick else 100_000}
+             "persist": 5_000 if args.quick else 50_000, "settle": 5_000 if args.quick else 100_000,
+             "signed_in": 20 if args.quick else 200}
 
     env = _environment(args)
     if args.scale_out:
@@ -521,11 +532,13 @@ def main() -> None:
             session_id = session_create()
             rate = (bid_rps or 400) * 0.5
             w = websocket_delivery(port, servers.ws_port(), session_id, bots, listeners=sizes["listeners"], rate=rate,
-                                   seconds=seconds)
-            rows.append((f"WebSocket: {w['listeners']:,} listeners, bids at {rate:,.0f}/s for {seconds:g} s",
+                                   seconds=seconds, signed_in=sizes["signed_in"])
+            rows.append((f"WebSocket: {w['listeners']:,} listeners ({w['signed_in']:,} signed-in bidders), bids at "
+                         f"{rate:,.0f}/s for {seconds:g} s",
                          f"acceptance → delivery p50 {w['p50']:.0f} ms, p99 {w['p99']:.0f} ms; "
                          f"{w['pushes_mean']:.1f} pushes per listener for {w['bids']:,} bids; "
-                         f"{w['got_last']:,} of {w['listeners']:,} saw the final board", "p99 ≤ 300 ms"))
+                         f"{w['got_last']:,} of {w['listeners']:,} saw the final board; "
+                         f"{w['you_frames']:,} `you` frames", "p99 ≤ 300 ms"))
             for name, rss in servers.rss_mb().items():
                 if name.startswith(("web", "ws-daphne")):
                     rows.append((f"RSS {name} after serving the {sizes['listeners']:,} sockets", f"{rss:.0f} MB", ""))
