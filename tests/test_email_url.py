@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from flashbid.email_url import mailer_from_url
 from tests import processes
-from tests.test_settings import _env, _settings_of
+from tests.test_settings import PRODUCTION, _check_deploy, _env, _settings_of, _strong_key
 
 SMTP = "django.core.mail.backends.smtp.EmailBackend"
 
@@ -64,6 +64,20 @@ def test_without_email_url_mail_goes_to_the_console_from_flashbid(tmp_path):
     seen = _settings_of(tmp_path, ("MAILERS", "DEFAULT_FROM_EMAIL", "SITE_URL"), DEBUG="true", EMAIL_URL="")
     assert seen == {"MAILERS": {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}},
                     "DEFAULT_FROM_EMAIL": "FlashBid <noreply@localhost>", "SITE_URL": "http://localhost:8000"}
+
+
+def test_without_email_url_production_mails_through_a_local_mail_server(tmp_path):
+    """Never the console with DEBUG off: it would mark winners mailed while nobody got a thing. A
+    local server that is not there leaves the mail owed (retried) until EMAIL_URL names one."""
+    seen = _settings_of(tmp_path, ("MAILERS",), SECRET_KEY=_strong_key(), EMAIL_URL="", **PRODUCTION)
+    assert seen["MAILERS"]["default"]["BACKEND"] == SMTP
+    assert seen["MAILERS"]["default"]["OPTIONS"] == {"host": "localhost", "port": 25, "username": "", "password": "",
+                                                     "use_tls": False, "use_ssl": False, "timeout": 10.0}
+
+
+def test_check_deploy_refuses_the_console_in_production(tmp_path):
+    result = _check_deploy(tmp_path, SECRET_KEY=_strong_key(), EMAIL_URL="console://", **PRODUCTION)
+    assert result.returncode != 0 and "mail.E001" in result.stderr
 
 
 def test_email_url_default_from_and_site_url_come_from_the_environment(tmp_path):
