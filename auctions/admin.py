@@ -31,7 +31,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 class RankingInline(admin.TabularInline):
     model = Ranking
-    fields = ("rank", "bidder", "price", "score", "is_winner")
+    fields = ("rank", "bidder", "price", "score", "is_winner", "result_mailed_at")
     readonly_fields = fields
     extra = 0
     max_num = 0
@@ -51,7 +51,8 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
     search_fields = ("id", "product__name")
     list_select_related = ("product",)
     readonly_fields = ("id", "status", "end_time", "final_price", "settled_at", "settlement_alert", "log_digest",
-                       "audit_verified", "audit_checked_at", "audit_detail", "created_by", "created_at", "updated_at")
+                       "audit_verified", "audit_checked_at", "audit_detail", "result_mail_due_at", "created_by",
+                       "created_at", "updated_at")
     actions = ["export_bids", "export_ranking"]
     autocomplete_fields = ("product",)
     date_hierarchy = "start_time"
@@ -144,7 +145,7 @@ class BidEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Ranking)
 class RankingAdmin(ReadOnlyAdmin):
-    list_display = ("session", "rank", "bidder", "price", "score", "is_winner")
+    list_display = ("session", "rank", "bidder", "price", "score", "is_winner", "result_mailed_at")
     list_filter = ("is_winner",)
     search_fields = ("bidder__username", "session__id")
     list_select_related = ("session__product", "bidder")

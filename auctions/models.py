@@ -56,6 +56,11 @@ class BiddingSession(models.Model):
     audit_verified = models.BooleanField(null=True, blank=True)
     audit_checked_at = models.DateTimeField(null=True, blank=True)
     audit_detail = models.TextField(blank=True, default="")
+    # The winners' result mail is owed (auctions.result_mail): when the settle tick's catch-up may
+    # queue it (again) if the task sent after the commit has not finished it by then. Set by the
+    # settlement of a session with winners, cleared once every winner was mailed; NULL for sessions
+    # settled before the result mail existed, which are never mailed.
+    result_mail_due_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -98,6 +103,8 @@ class BiddingSession(models.Model):
         indexes = [
             models.Index(fields=["status", "end_time"], name="session_status_end_idx"),
             models.Index(fields=["start_time"], name="session_start_idx"),
+            models.Index(fields=["result_mail_due_at"], condition=Q(result_mail_due_at__isnull=False),
+                         name="session_result_mail_due_idx"),
         ]
 
     def __str__(self) -> str:
@@ -200,6 +207,9 @@ class Ranking(models.Model):
     score = models.FloatField()
     seq = models.BigIntegerField()
     is_winner = models.BooleanField()
+    # When this winner's result mail was handed to the mail server (auctions.result_mail); marked in
+    # the transaction that holds the row's lock while sending, so it is never sent twice.
+    result_mailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["session", "rank"]

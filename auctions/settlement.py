@@ -17,7 +17,8 @@ Order of work for one session (`session_settle`):
    resolved (Redis ranks bidders PostgreSQL cannot hold) never blocks the settlement: it settles
    PostgreSQL's record and raises an alert (log, metric, the session's `settlement_alert`);
 5. after commit: mark the Redis state settled and send `auctions.events.session_settled` (the
-   leaderboard announces the result to listeners).
+   leaderboard announces the result to listeners; the worker queues the audit and the winners'
+   result mail, auctions.result_mail).
 """
 
 import datetime as dt
@@ -32,6 +33,7 @@ from accounts.models import User
 from auctions import live, persistence
 from auctions.events import session_settled
 from auctions.models import Bid, BiddingSession, Ranking, SessionStatus, status_q
+from auctions.result_mail import RESULT_MAIL_GRACE
 from auctions.rules import RankedBid, cents_to_price, settle, to_us, us_to_datetime
 from auctions.verification import log_digest, session_audit_record
 from core.exceptions import ApplicationError, ErrorCode
@@ -147,6 +149,10 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
         locked.final_price = outcome.final_price
         locked.status = SessionStatus.SETTLED
         locked.settled_at = timezone.now()
+        # The winners' result mail is owed from now on: sent after the commit (worker.tasks.mail_results),
+        # queued again by the settle tick if it is still owed past the grace (auctions.result_mail).
+        locked.result_mail_due_at = locked.settled_at + RESULT_MAIL_GRACE if outcome.winners else None
+        update_fields.append("result_mail_due_at")
         locked.log_digest = log_digest(locked.pk)  # of the log the ranking was made from (same transaction)
         update_fields.append("log_digest")
         locked.save(update_fields=update_fields)

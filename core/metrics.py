@@ -54,6 +54,9 @@ SETTLE_SECONDS = Histogram(
     "flashbid_settlement_seconds", "Time to settle one session (drain, rankings, commit).",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+RESULT_MAILS = Counter("flashbid_result_mails_total",
+                       "Winners' result mails by outcome (sent, refused: the mail server refused the address "
+                       "for good, no_address: the winner has no e-mail address).", ["outcome"])
 WEBSOCKETS_OPEN = Gauge("flashbid_websockets_open", "Open leaderboard WebSockets.", multiprocess_mode="livesum")
 PUSHES = Counter("flashbid_board_pushes_total", "Messages published to a session's listeners, by type.", ["type"])
 DB_POOL = Gauge("flashbid_db_pool_connections", "Django's psycopg pool in this process, by state.", ["state"],

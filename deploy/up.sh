@@ -26,6 +26,7 @@ FlashBid is starting:
   Metrics         $WEB/metrics
   WebSocket       ${WEB/http/ws}/ws/sessions/<session id>/
   Flower          http://${FLASHBID_BIND:-127.0.0.1}:${FLASHBID_FLOWER_PORT:-5555}/
+  Result mail     printed in the worker.1 lines below unless EMAIL_URL says otherwise
 Watch a board move: open the live session's page, then in another shell
   .venv/bin/python manage.py simulate_bidders --url $WEB --duration 60 --rate 20
 Ctrl-C stops everything.

@@ -10,12 +10,14 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from psycopg_pool import ConnectionPool
 
+from flashbid.email_url import mailer_from_url
 from flashbid.runtime import RuntimeSecretError, shared_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -270,6 +272,25 @@ PERSIST_INTERVAL_SECONDS = env_float("PERSIST_INTERVAL_SECONDS", 5.0)
 SETTLE_INTERVAL_SECONDS = env_float("SETTLE_INTERVAL_SECONDS", 10.0)
 # Stream entries pending this long on a consumer (a dead or stuck worker) are reclaimed by another.
 PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
+
+# --- Mail: the winners' result mail (auctions.result_mail), sent by the Celery worker ----------
+# EMAIL_URL picks the mailer (flashbid/email_url.py): console:// (each message on the worker's
+# standard output), file:///dir (one file per message), smtp://user:pass@host:port, smtp+tls://
+# (STARTTLS), smtps:// (implicit TLS). Django 6.1's MAILERS, not its deprecated EMAIL_* settings.
+# Unset: console:// in development; with DEBUG off, Django's own default, SMTP to a mail server on
+# localhost. Console would mark the winners mailed while nobody got a thing (and `check --deploy`
+# refuses it, mail.E001); a mail server that is not there leaves the mail owed, retried until
+# EMAIL_URL names one. The URL is not kept as a setting: it may hold the SMTP password, and the
+# debug page shows settings (MAILERS's `password` is masked there). An SMTP connect or command
+# gives up after 10 s (the task retries later): a server that hangs must not hold a worker slot.
+MAILERS = {"default": mailer_from_url(env_str("EMAIL_URL", "console://" if DEBUG else "smtp://localhost:25"),
+                                      timeout=10.0)}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "FlashBid <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where the site is reached, for the absolute links in mail (no request to take the host from).
+SITE_URL = env_str("SITE_URL", "http://localhost:8000").rstrip("/")
+if urlsplit(SITE_URL).scheme not in ("http", "https") or not urlsplit(SITE_URL).hostname:
+    raise ImproperlyConfigured(f"SITE_URL must be an http:// or https:// URL, got {SITE_URL!r}")
 
 # --- Auth and the bidding engine ---------------------------------------------------------------
 

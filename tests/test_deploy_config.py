@@ -50,6 +50,8 @@ SECRET_HOLDERS = {
     # beat and Flower talk to the broker; migrate touches no Redis.
     "REDIS_PASSWORD": {"redis", "web", "worker", "beat", "flower"},
     "FLOWER_BASIC_AUTH": {"flower"},
+    # The mail server's password, in the URL: the worker sends the result mail, nobody else.
+    "EMAIL_URL": {"worker"},
 }
 # Settings of the README's table that compose deliberately does not pass to any container.
 NOT_PASSED = {
@@ -267,6 +269,9 @@ def test_compose_keeps_nginx_off_the_backend_network(compose):
     assert _networks(services["web"]) == {"edge", "backend"}
     for name in ("migrate", "worker", "beat", "flower"):
         assert "backend" in _networks(services[name]) and "edge" not in _networks(services[name]), name
+    # The one way out besides nginx: the worker's to the mail server.
+    assert [name for name, s in services.items() if "mail" in _networks(s)] == ["worker"]
+    assert "internal" not in networks["mail"] and "ports" not in services["worker"]
     assert not any("network_mode" in s for s in services.values())
 
 

@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 from django.db import Error as DatabaseError
 
-from auctions import recovery, settlement, verification
+from auctions import recovery, result_mail, settlement, verification
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,20 @@ def persist_bids() -> dict:
 def settle_sessions() -> dict:
     """Settle every session whose end has passed by Redis's clock, each exactly once."""
     settled = _run("settle_sessions", settlement.sessions_settle_due, "retried on the next tick")
+    _run("result mail catch-up", _result_mails_catch_up, "retried on the next tick")
     if isinstance(settled, dict):
         return settled
     if settled:
         logger.info("settle_sessions settled %d session(s)", len(settled))
     return {"settled": settled}
+
+
+def _result_mails_catch_up() -> None:
+    """Queue the result mail of sessions that still owe it past its due time (its task was lost, or
+    gave up retrying): a few per tick, each at most every RESULT_MAIL_RETRY_EVERY."""
+    for session_id in result_mail.result_mails_overdue_claim():
+        logger.warning("result mail of session %s still owed; queued again", session_id)
+        mail_results.delay(session_id)
 
 
 @shared_task(name="worker.tasks.audit_session", ignore_result=True, autoretry_for=OUTAGES, retry_backoff=5,
@@ -64,4 +73,33 @@ def audit_after_settlement(sender, *, session_id: str, **kwargs) -> None:
         audit_session.delay(session_id)
     except Exception:
         logger.warning("could not queue the audit of session %s; the settle tick will run it", session_id,
+                       exc_info=True)
+
+
+# Failures worth retrying: smtplib's errors, a refused or timed-out connection (all OSError), and
+# PostgreSQL. Backoff 5 s doubling, up to 2 min, with jitter: 6 retries take under 5 minutes, less
+# than the catch-up's RESULT_MAIL_RETRY_EVERY, which takes over from a task that gave up.
+MAIL_FAILURES = (OSError, DatabaseError)
+
+
+@shared_task(name="worker.tasks.mail_results", ignore_result=True, autoretry_for=MAIL_FAILURES, retry_backoff=5,
+             retry_backoff_max=120, max_retries=6)
+def mail_results(session_id: str) -> dict:
+    """Mail each winner of a settled session their result, exactly once (auctions.result_mail).
+    Sent after every settlement's commit; idempotent: a retry or a duplicate mails only the winners
+    not yet marked. One run mails at most MAILS_PER_RUN winners (one mail server round trip and one
+    short transaction each) and queues the next run for the rest."""
+    outcome = result_mail.result_mails_send(session_id=session_id)
+    if outcome.remaining:
+        mail_results.delay(session_id)
+    return {"session": session_id, "sent": outcome.sent, "skipped": outcome.skipped, "remaining": outcome.remaining}
+
+
+def mail_results_after_settlement(sender, *, session_id: str, **kwargs) -> None:
+    """Receiver of auctions.events.session_settled (WorkerConfig.ready): queue the result mail. A
+    broker that is down loses nothing: the settle tick queues what is still owed after a minute."""
+    try:
+        mail_results.delay(session_id)
+    except Exception:
+        logger.warning("could not queue the result mail of session %s; the settle tick will", session_id,
                        exc_info=True)
