@@ -59,7 +59,9 @@ def session_detail(request: HttpRequest, session_id) -> HttpResponse:
         "server_time": now.isoformat(),
         "upset_price": str(session.upset_price),
         "inventory": session.inventory,
-        "user": {"id": str(user.pk), "username": user.username} if user.is_authenticated else None,
+        "user": {"id": str(user.pk), "username": user.username, "weight": user.weight}
+        if user.is_authenticated else None,
+        "currency": settings.CURRENCY,
         "ws_path": f"/ws/sessions/{session.pk}/",
         "csrf_cookie": settings.CSRF_COOKIE_NAME,
         "urls": {
@@ -74,7 +76,7 @@ def session_detail(request: HttpRequest, session_id) -> HttpResponse:
     }
     return render(request, "auctions/session_detail.html", {
         "session": session, "status": config["status"], "config": config, "server_time": now,
-        "login_url": config["urls"]["login"],
+        "login_url": config["urls"]["login"], "currency": settings.CURRENCY,
         "register_url": _back_here(request, "register"),
     })
 

@@ -305,6 +305,8 @@ BID_RATE_LIMIT_PER_SECOND = env_int("BID_RATE_LIMIT_PER_SECOND", 10)
 IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 600)
 LEADERBOARD_META_CACHE_SECONDS = env_float("LEADERBOARD_META_CACHE_SECONDS", 1.0)
 LEADERBOARD_MAX_PAGE_SIZE = 200
+# The currency the pages name next to every price (prices themselves are plain decimals everywhere).
+CURRENCY = env_str("CURRENCY", "USD")
 # Price to win: the price that would win if the bid were accepted this long after the answer.
 PRICE_HINT_MARGIN_MS = env_int("PRICE_HINT_MARGIN_MS", 2000)
 

@@ -5,13 +5,15 @@ Open to anonymous visitors. An id that is not a session (malformed or unknown) i
 4404 right after the handshake. A signed-in bidder also gets private `you` frames: the page's
 socket is signed in by its session cookie; an API client sends a first message
 {"type": "auth", "token": "<JWT>"} (never a token in the URL), answered with one `you` frame, or
-by closing with 4401 for a bad token. Nothing else a client sends is read.
+by closing with 4401 for a bad token. A signed-in socket may ask for its standing again with
+{"type": "you"} (answered at most once a second). Nothing else a client sends is read.
 
 A socket has no channel of its own and does not join the group: the process's relay for the
 session (leaderboard/broadcaster.py, `Broadcaster.join`) receives each group message once and
 calls `relay` on every local socket of the session, which sends the pre-rendered text.
 """
 
+import asyncio
 import uuid
 
 import orjson
@@ -32,6 +34,8 @@ CLOSE_UNKNOWN_SESSION = 4404
 CLOSE_BAD_TOKEN = 4401
 # An auth message longer than this is not a token.
 MAX_AUTH_MESSAGE = 4096
+# A socket's "you" requests are answered at most this often (one script call each).
+YOU_REQUEST_INTERVAL_SECONDS = 1.0
 
 
 class BoardConsumer(AsyncWebsocketConsumer):
@@ -46,6 +50,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
     user: CurrentUser | None = None
     you_winning: bool | None = None
     auth_tried = False
+    you_answered_at = float("-inf")
 
     async def connect(self) -> None:
         await self.accept()
@@ -115,15 +120,24 @@ class BoardConsumer(AsyncWebsocketConsumer):
             await get_broadcaster().leave(session_id, self)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        """The one message read: a first {"type": "auth", "token"} signs the socket in (a bad token
-        closes it with 4401). Anything else, and any later auth message, is ignored."""
-        if self.auth_tried or self.session_id is None or not text_data or len(text_data) > MAX_AUTH_MESSAGE:
+        """The messages read: a first {"type": "auth", "token"} signs the socket in (a bad token
+        closes it with 4401); {"type": "you"} asks a signed-in socket's standing again (answered
+        at most once per YOU_REQUEST_INTERVAL_SECONDS). Anything else, and any later auth
+        message, is ignored."""
+        if self.session_id is None or not text_data or len(text_data) > MAX_AUTH_MESSAGE:
             return
         try:
             message = orjson.loads(text_data)
         except orjson.JSONDecodeError:
             return
-        if not isinstance(message, dict) or message.get("type") != "auth":
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "you" and self.user is not None:
+            now = asyncio.get_running_loop().time()
+            if now - self.you_answered_at >= YOU_REQUEST_INTERVAL_SECONDS:
+                self.you_answered_at = now
+                await self._you_now()
+            return
+        if kind != "auth" or self.auth_tried:
             return
         self.auth_tried = True
         token = message.get("token")

@@ -16,9 +16,10 @@ prices decimal strings, scores JSON numbers, as in the HTTP API):
   /api/sessions/{id}/results>}
 - private, to a signed-in bidder's sockets only (the page's session cookie, or an API client's
   first message {"type": "auth", "token": "<JWT>"}): {"type": "you", "rank", "is_winning",
-  "price_to_win", "server_time"} once on sign-in (the current state; rank and is_winning null
-  without a bid), then whenever their own is_winning changes (within about one push interval:
-  leaderboard/broadcaster.py checks the signed-in listeners once per board push, not per bid).
+  "price_to_win", "price", "score", "server_time"} once on sign-in (the current state; rank,
+  is_winning, price and score null without a bid), then whenever their own is_winning changes
+  (within about one push interval: leaderboard/broadcaster.py checks the signed-in listeners once
+  per board push, not per bid), and in answer to a {"type": "you"} request (at most one a second).
 
 Channel-layer side: group `board.<session_id>` (`board_group`), message
 {"type": "board.message", "text": "<the JSON above>", "version": <board version, boards only>}.
@@ -60,7 +61,8 @@ def board_message(kind: str, board: Board) -> dict:
 def you_message(standing) -> dict:
     """A bidder's private frame from their Standing (leaderboard.selectors.standings)."""
     return {"type": "you", "rank": standing.rank, "is_winning": standing.is_winning,
-            "price_to_win": standing.price_to_win, "server_time": standing.server_time}
+            "price_to_win": standing.price_to_win, "price": standing.price, "score": standing.score,
+            "server_time": standing.server_time}
 
 
 def status_message(status: str, server_time) -> dict:

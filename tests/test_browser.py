@@ -150,14 +150,14 @@ def test_a_visitor_registers_bids_and_sees_a_rival_outbid_them_live(server, chro
     bid(page, "abc")
     expect_bid_error(page, "invalid_price", "Enter a price like 123.45")
     bid(page, "5")
-    expect_bid_error(page, "below_upset_price", "Bids start at the floor price of 10.00.")
+    expect_bid_error(page, "below_upset_price", "Bids start at the floor price of 10.00 USD.")
     bid(page, "20.00")
-    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted.")
+    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 USD accepted.")
     expect(page.locator("#bid-error")).to_be_hidden()
     expect(page.locator("#my-rank")).to_have_text("1")
     expect(page.locator("#my-winning")).to_have_text("Winning")
     bid(page, "15.00")
-    expect_bid_error(page, "not_higher", "higher than your current bid of 20.00")
+    expect_bid_error(page, "not_higher", "higher than your current bid of 20.00 USD")
 
     rival_page = browser.new_context(viewport=DESKTOP).new_page()
     log_in(rival_page, server, "rival", path)
@@ -172,7 +172,7 @@ def test_a_visitor_registers_bids_and_sees_a_rival_outbid_them_live(server, chro
     expect(page.locator("#my-winning")).to_contain_text("Outbid")
     expect(page.locator("#board-top tbody tr").first).to_contain_text("rival")
     expect(page.locator("#total-bidders")).to_have_text("5")
-    expect(page.locator("#highest-price")).to_have_text("25.00")
+    expect(page.locator("#highest-price")).to_have_text("25.00 USD")
 
     page.click("#full-board summary")
     expect(page.locator("#board-page tbody tr")).to_have_count(5)
@@ -211,17 +211,17 @@ def test_soft_close_extends_the_countdown_and_an_outbid_bidder_is_told_with_the_
     expect_live(page)
     expect(page.locator("#soft-close-rule")).to_contain_text("in the last 60 s moves the end to 18 s after it")
     hint = page.locator("#price-hint")
-    expect(hint).to_have_text("Bid at least 10.00 to be winning now.")  # no bids yet: the floor
+    expect(hint).to_have_text("Bid at least 10.00 USD to be winning now.")  # no bids yet: the floor
 
     dialogs = []
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     bid(page, "60")  # more than 5x the floor: asked first, and refused here
     expect(page.locator("#bid-price")).to_have_value("60")
-    assert dialogs and "more than 5 times the floor price (10.00)" in dialogs[0]
+    assert dialogs and "more than 5 times the floor price (10.00 USD)" in dialogs[0]
     expect(page.locator("#my-none")).to_be_visible()  # nothing was sent
 
     bid(page, "20.00")
-    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 accepted.")
+    expect(page.locator("#bid-ok")).to_contain_text("Bid of 20.00 USD accepted.")
     expect(hint).to_have_text("You are winning now.")
     extended = page.locator("#extended")
     expect(extended).to_contain_text("Extended by")  # 18 s after the bid is past the scheduled end
@@ -231,8 +231,8 @@ def test_soft_close_extends_the_countdown_and_an_outbid_bidder_is_told_with_the_
         rival = api_bid(http, session["id"], rival_token, "30.00")
     notice = page.locator("#you-notice")
     expect(notice).to_have_attribute("data-kind", "outbid", timeout=2_500)
-    expect(notice).to_contain_text("You have been outbid. Bid at least 30.01 to be winning again.")
-    expect(hint).to_have_text("Bid at least 30.01 to be winning now.")
+    expect(notice).to_contain_text("You have been outbid. Bid at least 30.01 USD to be winning again.")
+    expect(hint).to_have_text("Bid at least 30.01 USD to be winning now.")
     expect(page.locator("#bid-price")).to_have_attribute("placeholder", "at least 30.01")
     expect(page.locator("#my-winning")).to_contain_text("Outbid")
     shot = screenshot(page, "session-soft-close-outbid")
@@ -243,12 +243,40 @@ def test_soft_close_extends_the_countdown_and_an_outbid_bidder_is_told_with_the_
     rival_end = dt.datetime.fromisoformat(rival["accepted_at"]) + dt.timedelta(seconds=18)
     assert rival_end > scheduled_end
     left = (rival_end - timezone.now()).total_seconds()
-    expect(page.locator("#final-price")).to_contain_text("Final price 30.00", timeout=(left + 20) * 1000)
+    expect(page.locator("#final-price")).to_contain_text("Final price 30.00 USD", timeout=(left + 20) * 1000)
     expect(page.locator("#my-outcome")).to_contain_text("You did not win this time.")
     with httpx.Client(base_url=server, timeout=10) as http:
         settled = http.get(f"/api/sessions/{session['id']}").json()
     assert dt.datetime.fromisoformat(settled["end_time"]) == rival_end
     assert settled["scheduled_end_time"] == session["scheduled_end_time"]
+
+
+def test_on_a_phone_a_bidder_has_the_bid_bar_at_hand_and_every_number_reads_alike(server, chromium, make_session,
+                                                                                   make_user, token_for):
+    """390x844: the price box sits in a bar at the bottom of the screen without scrolling; the
+    bidder's weight is shown; prices carry the currency and grouping, scores four decimals, times
+    their zone; a bidder without a bid costs no bids/me request (and so no 404) while the socket is
+    live: the standing comes over the socket."""
+    session = make_session(inventory=1, upset_price="1000.00", alpha=1.0, beta=0.0, gamma=2.0)
+    rival = token_for(make_user(username="rival", weight=1.5))
+    browser = chromium()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "phoebe")
+        api_bid(http, session.pk, rival, "1234.50")
+    page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    log_in(page, server, "phoebe", f"/sessions/{session.pk}/")
+    expect_live(page)
+    box = page.locator("#bid-price").bounding_box()
+    assert box and box["y"] + box["height"] <= 844, box  # on screen without scrolling
+    expect(page.locator("#bid-bar")).to_have_css("position", "fixed")
+    expect(page.locator("#my-weight")).to_have_text("1.0")
+    expect(page.locator("#highest-price")).to_have_text("1,234.50 USD")
+    expect(page.locator("#board-top tbody tr").first).to_contain_text("1,237.5000")  # 1234.50 + 2 x 1.5
+    expect(page.locator("#closes")).to_contain_text("UTC")
+    expect(page.locator("#price-hint")).to_contain_text("Bid at least 1,235.51 USD")  # + 2 x 1.0 beats 1,237.5
+    assert page.evaluate(f"{FETCHES}('/bids/me')") == 0
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the phone"
+    screenshot(page, "session-phone-bidder")
 
 
 def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server, chromium, make_session,
@@ -288,7 +316,7 @@ def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server
     with httpx.Client(base_url=server, timeout=10) as http:
         api_bid(http, session.pk, rival_token, "42.00")
     expect(page.locator("#board-top tbody tr").first).to_contain_text("rival", timeout=8_000)
-    expect(page.locator("#highest-price")).to_have_text("42.00")
+    expect(page.locator("#highest-price")).to_have_text("42.00 USD")
     expect(status).to_have_attribute("data-state", "reconnecting")
     screenshot(page, "session-phone-polling")
 
@@ -324,9 +352,9 @@ def test_the_page_shows_the_results_when_the_session_ends(server, chromium, make
 
     left = (end - timezone.now()).total_seconds()
     outcome = page.locator("#my-outcome")
-    expect(outcome).to_contain_text("You won a unit (rank 1) at the final price of 40.00",
+    expect(outcome).to_contain_text("You won a unit (rank 1) at the final price of 40.00 USD",
                                     timeout=(left + 20) * 1000)
-    expect(page.locator("#final-price")).to_contain_text("Final price 40.00")
+    expect(page.locator("#final-price")).to_contain_text("Final price 40.00 USD")
     expect(page.locator("#status-badge")).to_have_text("settled")
     expect(page.locator("#bid-submit")).to_be_disabled()
     screenshot(page, "session-results")

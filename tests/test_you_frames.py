@@ -70,6 +70,7 @@ def test_an_api_client_is_told_when_it_is_winning_and_when_it_is_outbid(started,
             outbid = await _next_you(socket, NOTICE_DEADLINE_SECONDS)
             notice_seconds = time.monotonic() - outbid_at
             assert (outbid["rank"], outbid["is_winning"], outbid["price_to_win"]) == (2, False, "30.01")
+            assert (outbid["price"], outbid["score"]) == ("20.00", 20.0)
 
             # The rival bids again: the board moves, my is_winning does not: no frame for me.
             assert (await http.post(bids, json={"price": "31.00"}, headers=auth_header(rival))).status_code == 201
@@ -136,3 +137,31 @@ def test_anonymous_sockets_get_no_you_frames(started, make_session, make_user, a
             return await _you_frames_within(socket, 1.5)
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_signed_in_socket_may_ask_for_its_standing_at_most_once_a_second(started, make_session, make_user,
+                                                                           auth_header, token_for):
+    port = processes.free_port()
+    started(processes.daphne, port)
+    session = make_session(inventory=1)
+    me, rival = make_user(), make_user()
+
+    async def scenario():
+        async with connect(f"ws://127.0.0.1:{port}/ws/sessions/{session.pk}/", open_timeout=10) as socket, \
+                httpx.AsyncClient(timeout=10) as http:
+            await asyncio.wait_for(socket.recv(), 10)
+            await socket.send(json.dumps({"type": "you"}))  # not signed in yet: ignored
+            assert await _you_frames_within(socket, 0.5) == []
+            await socket.send(json.dumps({"type": "auth", "token": token_for(me)}))
+            await _next_you(socket, 10)
+            await http.post(f"http://127.0.0.1:{port}/api/sessions/{session.pk}/bids", json={"price": "12.00"},
+                            headers=auth_header(rival))
+            await asyncio.sleep(1.1)  # past the interval since the sign-in answer
+            await _you_frames_within(socket, 0.3)  # (no change of mine: nothing pushed)
+            for _ in range(3):
+                await socket.send(json.dumps({"type": "you"}))
+            return await _you_frames_within(socket, 0.8)
+
+    answers = asyncio.run(scenario())
+    assert len(answers) == 1  # three requests within a second: one answer
+    assert (answers[0]["rank"], answers[0]["is_winning"], answers[0]["price_to_win"]) == (None, None, "12.01")

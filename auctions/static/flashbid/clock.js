@@ -17,6 +17,13 @@
       const local = sentAt && receivedAt ? (sentAt + receivedAt) / 2 : Date.now();
       offsetMs = server - local;
     },
+    /* A moment in the reader's own zone, naming the zone ("Dec 2, 2026, 10:31:51 AM UTC"). */
+    local(ms) {
+      return new Date(ms).toLocaleString(undefined, {
+        year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", second: "2-digit",
+        timeZoneName: "short",
+      });
+    },
     duration(ms) {
       const total = Math.max(0, Math.ceil(ms / 1000));
       const d = Math.floor(total / 86400), h = Math.floor((total % 86400) / 3600);
@@ -36,7 +43,7 @@
   for (const el of document.querySelectorAll("time[data-local]")) {
     const at = Date.parse(el.getAttribute("datetime"));
     if (!Number.isNaN(at)) {
-      el.textContent = new Date(at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+      el.textContent = clock.local(at);
     }
   }
 

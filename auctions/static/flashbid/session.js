@@ -86,12 +86,23 @@
     // The is_winning the page last knew (bid answer, bids/me, "you" frames): an outbid notice is
     // a change from true to false.
     youWinning: null,
+    youTimer: null,
+    youAskedAt: 0,
   };
 
   // --- helpers ---------------------------------------------------------------------------------
 
+  // One look for every number: prices "1,234.50 USD" (as the server's templates: the `money`
+  // filter), scores with grouping and exactly 4 decimals.
   function fmtScore(score) {
-    return score == null ? "–" : Number(score).toLocaleString("en-US", { maximumFractionDigits: 4 });
+    return score == null ? "–"
+      : Number(score).toLocaleString("en-US", { minimumFractionDigits: 4, maximumFractionDigits: 4 });
+  }
+
+  function fmtPrice(price) {
+    if (price == null) return "–";
+    const amount = Number(price).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return `${amount} ${config.currency}`;
   }
 
   function fill(template, values) {
@@ -165,7 +176,7 @@
     const closes = $("closes");
     if (closes) {
       closes.setAttribute("datetime", iso);
-      closes.textContent = new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+      closes.textContent = clock.local(ms);
     }
     if (!later) return;
     // How far the bids have moved the end, all told, from the one the admin set.
@@ -207,7 +218,7 @@
       const cells = [
         String(entry.rank),
         mine ? `${entry.username} (you)` : entry.username,
-        entry.price,
+        fmtPrice(entry.price),
         fmtScore(entry.score),
         entry.is_winner ? "wins" : "",
       ];
@@ -239,7 +250,7 @@
     state.boardStatus = board.status;
     state.board = board;
     $("total-bidders").textContent = board.total_bidders;
-    $("highest-price").textContent = board.highest_price == null ? "–" : board.highest_price;
+    $("highest-price").textContent = fmtPrice(board.highest_price);
     const threshold = $("threshold");
     threshold.textContent = board.threshold_score == null ? "none yet" : fmtScore(board.threshold_score);
     threshold.title = board.threshold_score == null
@@ -272,7 +283,7 @@
     $("my-bid").hidden = !bid;
     panel.dataset.hasBid = bid ? "yes" : "no";
     if (!bid) return;
-    $("my-price").textContent = bid.price;
+    $("my-price").textContent = fmtPrice(bid.price);
     $("my-score").textContent = fmtScore(bid.score);
     $("my-rank").textContent = bid.rank;
     $("my-of").textContent = totalBidders ? ` of ${totalBidders}` : "";
@@ -292,7 +303,24 @@
       if (mine.is_winner) return;
     }
     // Not winning (or not on the first page): the price to win moved with the board.
-    if (board.status === "active") fetchMyBidSoon();
+    if (board.status === "active") standingSoon();
+  }
+
+  // My standing again: over the socket while it is live (a "you" request answered with a "you"
+  // frame: no HTTP request, no 404 for a bidder without a bid), else from bids/me.
+  function standingSoon() {
+    const socket = state.socket;
+    if (!state.live || !socket || socket.readyState !== WebSocket.OPEN) {
+      fetchMyBidSoon();
+      return;
+    }
+    if (state.youTimer) return;
+    const wait = Math.max(0, state.youAskedAt + MY_BID_MIN_GAP_MS - Date.now());
+    state.youTimer = setTimeout(() => {
+      state.youTimer = null;
+      state.youAskedAt = Date.now();
+      if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send('{"type": "you"}');
+    }, wait);
   }
 
   // "Bid at least 123.45 to be winning now", or that the bidder is winning.
@@ -305,7 +333,7 @@
       hint.dataset.winning = "yes";
       hint.hidden = false;
     } else if (priceToWin != null) {
-      hint.textContent = `Bid at least ${priceToWin} to be winning now.`;
+      hint.textContent = `Bid at least ${fmtPrice(priceToWin)} to be winning now.`;
       hint.dataset.winning = "no";
       hint.hidden = false;
     } else {
@@ -316,15 +344,21 @@
     else if (input && state.myBid) input.placeholder = `more than ${state.myBid.price}`;
   }
 
-  // A "you" frame: the bidder's own standing changed (or the socket just signed in).
+  // A "you" frame: the bidder's own standing changed (or the socket just signed in, or the page
+  // asked for it).
   function onYou(you) {
     const was = state.youWinning;
     state.youWinning = you.is_winning;
+    if (you.rank != null) {
+      setMyBid({ price: you.price, score: you.score, rank: you.rank, is_winning: you.is_winning },
+        state.board && state.board.total_bidders);
+    } else {
+      setMyBid(null);
+    }
     setHint(you.price_to_win, you.is_winning === true);
-    if (you.rank != null) fetchMyBidSoon(); // price, score and rank in the panel
     if (was === true && you.is_winning === false) {
       const text = you.price_to_win != null
-        ? `You have been outbid. Bid at least ${you.price_to_win} to be winning again.`
+        ? `You have been outbid. Bid at least ${fmtPrice(you.price_to_win)} to be winning again.`
         : "You have been outbid.";
       showNotice("outbid", text);
       notifyInBackground(text);
@@ -418,7 +452,7 @@
     const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
     summary.textContent = results.final_price == null
       ? "No bids: nothing was sold."
-      : `Final price ${results.final_price} · ${plural(results.winners.length, "winner")} of `
+      : `Final price ${fmtPrice(results.final_price)} · ${plural(results.winners.length, "winner")} of `
         + plural(results.total_bidders, "bidder");
     body.appendChild(summary);
     if (config.user) {
@@ -427,7 +461,7 @@
       const won = results.winners.find((w) => w.user_id === config.user.id);
       outcome.className = won ? "outcome won" : "outcome";
       outcome.textContent = won
-        ? `You won a unit (rank ${won.rank}) at the final price of ${results.final_price}.`
+        ? `You won a unit (rank ${won.rank}) at the final price of ${fmtPrice(results.final_price)}.`
         : state.myBid ? "You did not win this time." : "You did not bid in this session.";
       body.appendChild(outcome);
       if (state.myBid) {
@@ -581,6 +615,7 @@
         const meta = response.body;
         clock.sync(meta.server_time, sentAt, Date.now());
         moveEnd(meta.end_time);
+        if (config.user && !state.live && !state.myBidKnown) fetchMyBidSoon();
         if (meta.version !== state.version || meta.status !== state.boardStatus) await refreshBoard();
         if (meta.status === "settled") await fetchResults();
         else setStatus(meta.status);
@@ -608,8 +643,8 @@
     const template = code === "network" ? NETWORK_ERROR : BID_ERRORS[code];
     const text = template
       ? fill(template, {
-        upset_price: config.upset_price,
-        my_price: state.myBid ? ` of ${state.myBid.price}` : "",
+        upset_price: fmtPrice(config.upset_price),
+        my_price: state.myBid ? ` of ${fmtPrice(state.myBid.price)}` : "",
         retry_after: retryAfter || 1,
       })
       : detail || "Your bid was not accepted.";
@@ -647,7 +682,8 @@
       const reference = highest != null ? highest : config.upset_price;
       if (Number(price) > CONFIRM_FACTOR * Number(reference)) {
         const what = highest != null ? "the current highest price" : "the floor price";
-        if (!window.confirm(`Your bid of ${price} is more than ${CONFIRM_FACTOR} times ${what} (${reference}). `
+        if (!window.confirm(`Your bid of ${fmtPrice(price)} is more than ${CONFIRM_FACTOR} times ${what} `
+          + `(${fmtPrice(reference)}). `
           + "Place it anyway?")) return;
       }
       state.submitting = true;
@@ -670,7 +706,7 @@
           state.youWinning = body.is_winning; // my own bid: no notice for what I just did
           input.value = "";
           // The rank moves with every rival's bid: the panel above keeps it current.
-          showBidOk(`Bid of ${body.price} accepted.`);
+          showBidOk(`Bid of ${fmtPrice(body.price)} accepted.`);
           if (!state.live) schedulePoll(0);
         } else {
           showBidError(body && body.code ? body.code : `http_${response.status}`, body && body.detail,
@@ -699,11 +735,8 @@
   tick();
   setInterval(tick, 250);
   if (config.user) {
-    state.myBidFetchedAt = Date.now();
-    getJson(config.urls.my_bid).then((response) => {
-      if (response.status === 200 && !state.myBid) setMyBid(response.body, state.board && state.board.total_bidders);
-      else if (response.status === 404 && !state.myBid) setNoBid(response.body);
-    });
+    // My standing comes with the socket's first "you" frame (it is signed in by the session
+    // cookie); bids/me only while the socket is down (pollNow).
     const offer = $("notify-offer");
     if (offer && "Notification" in window && Notification.permission === "default") {
       offer.hidden = false;
