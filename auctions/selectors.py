@@ -43,6 +43,10 @@ def session_as_dict(session: BiddingSession, now=None) -> dict:
         "end_time": session.end_time,
         "status": session.current_status(now or timezone.now()),
         "final_price": session.final_price,
+        "scheduled_end_time": session.scheduled_end_time,
+        "extend_window_seconds": session.extend_window_seconds,
+        "extend_by_seconds": session.extend_by_seconds,
+        "hard_end_time": session.hard_end_time,
     }
 
 

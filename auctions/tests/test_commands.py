@@ -1,5 +1,7 @@
 """Management commands on real Redis and PostgreSQL."""
 
+import datetime as dt
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
@@ -71,6 +73,16 @@ def test_create_session_prints_a_new_session_id(db, capsys):
     call_command("create_session", "--product", "Lamp", "--inventory", "2", "--duration", "60")
     session_id = capsys.readouterr().out.strip()
     assert BiddingSession.objects.get(pk=session_id).inventory == 2
+
+
+def test_create_session_sets_soft_close_and_refuses_bad_terms_in_words(db, capsys):
+    call_command("create_session", "--duration", "60", "--extend-window", "30", "--extend-by", "20",
+                 "--hard-end-after", "300")
+    session = BiddingSession.objects.get(pk=capsys.readouterr().out.strip())
+    assert (session.extend_window_seconds, session.extend_by_seconds) == (30, 20)
+    assert session.hard_end_time - session.scheduled_end_time == dt.timedelta(seconds=300)
+    with pytest.raises(CommandError, match="extend_by_seconds: must be at least 1 second"):
+        call_command("create_session", "--extend-window", "30")
 
 
 def test_rebuild_leaderboard_rejects_unknown_sessions(db):
