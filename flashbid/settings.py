@@ -386,5 +386,7 @@ LOGGING = {
 LOGIN_FAILURES_PER_ADDRESS = env_str("LOGIN_FAILURES_PER_ADDRESS", "50 per 15 minutes")
 LOGIN_FAILURES_PER_NAME_AND_ADDRESS = env_str("LOGIN_FAILURES_PER_NAME_AND_ADDRESS", "10 per 15 minutes")
 REGISTRATIONS_PER_ADDRESS = env_str("REGISTRATIONS_PER_ADDRESS", "10 per hour")
+# "Forgot your password?" requests (each may send a mail through Django's EMAIL_BACKEND).
+PASSWORD_RESETS_PER_ADDRESS = env_str("PASSWORD_RESETS_PER_ADDRESS", "5 per hour")
 # Every authenticate() (API, pages, the Django admin) goes through the login limits.
 AUTHENTICATION_BACKENDS = ["accounts.backends.LoginLimitedBackend"]
