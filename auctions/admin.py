@@ -248,8 +248,8 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
     def end(self, obj) -> str:
         """The effective end; marked when soft-close extensions moved it past the scheduled end."""
         if obj.end_time > obj.scheduled_end_time:
-            return format_html('{} <span title="extended from {}">(+)</span>', _short_time(obj.end_time),
-                               _short_time(obj.scheduled_end_time))
+            return format_html('{}<span title="extended by soft close from {}"> +</span>', _short_time(obj.end_time),
+                               timezone.localtime(obj.scheduled_end_time).strftime("%Y-%m-%d %H:%M:%S"))
         return _short_time(obj.end_time)
 
     @admin.display(description="K", ordering="inventory")
@@ -323,7 +323,8 @@ class BiddingSessionAdmin(AuditTrailHistoryMixin, admin.ModelAdmin):
 
 
 def _short_time(moment) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+    """To the minute (the change page has the seconds), on one line."""
+    return format_html('<span class="nowrap">{}</span>', timezone.localtime(moment).strftime("%Y-%m-%d %H:%M"))
 
 
 @admin.register(Bid)
