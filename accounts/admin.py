@@ -5,9 +5,10 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
 from accounts.models import User
-from accounts.services import user_tokens_revoke
+from accounts.services import user_tokens_revoke, weight_validate
 from auctions.selectors import user_has_bids
 from core.exceptions import ApplicationError, ErrorCode
 from history.admin import AuditTrailHistoryMixin
@@ -27,6 +28,15 @@ class UserAdmin(AuditTrailHistoryMixin, DjangoUserAdmin):
         (None, {"classes": ("wide",), "fields": ("username", "email", "weight", "password1", "password2")}),
     )
     actions = ["log_out_everywhere"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        """The weight is checked by accounts.services.weight_validate on every form of this admin
+        (add, change, and the list's editable column): the API's rule in words, not the name of the
+        database constraint."""
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "weight":
+            field.validators.append(_weight_in_words)
+        return field
 
     @admin.action(description="Log out everywhere (revoke every token and login session)")
     def log_out_everywhere(self, request, queryset):
@@ -49,6 +59,13 @@ class UserAdmin(AuditTrailHistoryMixin, DjangoUserAdmin):
                     "{} has bid in an auction: a bidder who has bid cannot be deleted. Deactivate the account "
                     "instead (untick “Active” on its page): it can no longer sign in or bid.", user.username))
         return deleted, model_count, perms_needed, protected
+
+
+def _weight_in_words(value: float) -> None:
+    try:
+        weight_validate(weight=value)
+    except ApplicationError as exc:
+        raise ValidationError(capfirst(exc.detail.removeprefix(f"{exc.field}: ")), code="weight") from None
 
 
 # --- The admin's login under the login limits -------------------------------------------------

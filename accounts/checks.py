@@ -4,7 +4,8 @@ from django.conf import settings
 from django.core.checks import Error, register
 from limits import parse
 
-RATE_SETTINGS = ("LOGIN_FAILURES_PER_ADDRESS", "LOGIN_FAILURES_PER_NAME_AND_ADDRESS", "REGISTRATIONS_PER_ADDRESS")
+RATE_SETTINGS = ("LOGIN_FAILURES_PER_ADDRESS", "LOGIN_FAILURES_PER_NAME_AND_ADDRESS", "REGISTRATIONS_PER_ADDRESS",
+                 "PASSWORD_RESETS_PER_ADDRESS")
 
 
 @register()

@@ -7,7 +7,9 @@
   Django admin share them through the authentication backend (accounts.backends), and the
   password-change forms count a wrong current password the same way;
 - registrations per client address (REGISTRATIONS_PER_ADDRESS), every attempt that gets past the
-  field checks (a taken name or e-mail counts: it tells who is registered).
+  field checks (a taken name or e-mail counts: it tells who is registered);
+- password-reset requests per client address (PASSWORD_RESETS_PER_ADDRESS): each one may send a
+  mail, to an address the requester need not own.
 
 A refusal is `rate_limited` with the seconds to wait (retry_after). Names are compared folded
 (accounts.usernames), so "Carol" and "carol" share a window."""
@@ -59,3 +61,11 @@ def registration_allowed_sync(*, address: str) -> None:
     if wait is not None:
         raise ApplicationError(ErrorCode.RATE_LIMITED, "Too many registrations from your address; try again later.",
                                retry_after=wait)
+
+
+def password_reset_allowed_sync(*, address: str) -> None:
+    """Count one password-reset request from `address`; raise `rate_limited` if there were too many."""
+    wait = limit_hit_sync(settings.PASSWORD_RESETS_PER_ADDRESS, "password-resets", address)
+    if wait is not None:
+        raise ApplicationError(ErrorCode.RATE_LIMITED, "Too many password-reset requests from your address; try "
+                                                       "again later.", retry_after=wait)

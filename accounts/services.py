@@ -108,8 +108,20 @@ def token_response(user: User) -> dict:
     return {"user": user, "access_token": token, "token_type": "bearer", "expires_in": expires_in}
 
 
+# The weight's range (the user_weight_in_range constraint says the same to the database).
+MAX_WEIGHT = 1_000_000
+
+
+def weight_validate(*, weight: float) -> None:
+    """A bidder's scoring weight: a number from 0 to MAX_WEIGHT. Raises `invalid` in words (the API
+    and the admin's forms alike)."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= MAX_WEIGHT:
+        raise _invalid("weight", f"must be a number from 0 to {MAX_WEIGHT:,}.")
+
+
 @transaction.atomic
 def user_set_weight(*, user_id: str, weight: float) -> User:
+    weight_validate(weight=weight)
     user = User.objects.select_for_update().filter(pk=user_id).first()
     if user is None:
         raise ApplicationError(ErrorCode.NOT_FOUND, "No such user.")

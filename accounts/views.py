@@ -1,17 +1,20 @@
-"""Login, registration, password-change and logout pages: Django forms over accounts.services (the
-same validation and abuse limits as the API), then Django's session cookie, which the API also
-accepts."""
+"""Login, registration, password-change, password-reset and logout pages: Django forms over
+accounts.services (the same validation and abuse limits as the API), then Django's session cookie,
+which the API also accepts. The reset is Django's own (its views, forms and token), in our templates."""
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import login, logout, update_session_auth_hash
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import LoginForm, PasswordChangeForm, RegisterForm
+from accounts.limits import password_reset_allowed_sync
 from accounts.services import user_login, user_password_change, user_register
 from core.exceptions import ApplicationError, ErrorCode
 from core.ratelimit import client_address
@@ -115,3 +118,31 @@ def logout_page(request: HttpRequest) -> HttpResponse:
         logout(request)
         return redirect(next_url(request))
     return render(request, "accounts/logout.html", {"next": next_url(request, "")})
+
+
+class PasswordResetPage(auth_views.PasswordResetView):
+    """"Forgot your password?": Django's reset (a mail with a one-time link, sent only to an active
+    account's address, the same answer either way), under PASSWORD_RESETS_PER_ADDRESS. The link's
+    token is spent by the new password (it hashes the password); the new password revokes every
+    token and login session of the user (User.save)."""
+
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/password_reset_email.txt"
+    subject_template_name = "accounts/password_reset_subject.txt"
+    success_url = reverse_lazy("password_reset_done")
+
+    def form_valid(self, form):
+        try:
+            password_reset_allowed_sync(address=client_address(self.request))
+        except ApplicationError as exc:
+            form.add_error(None, exc.detail)
+            return _page(self.request, self.template_name, self.get_context_data(form=form), exc)
+        return super().form_valid(form)
+
+
+password_reset_page = PasswordResetPage.as_view()
+password_reset_sent_page = auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_sent.html")
+password_reset_confirm_page = auth_views.PasswordResetConfirmView.as_view(
+    template_name="accounts/password_reset_confirm.html", success_url=reverse_lazy("password_reset_complete"))
+password_reset_complete_page = auth_views.PasswordResetCompleteView.as_view(
+    template_name="accounts/password_reset_complete.html")

@@ -17,7 +17,7 @@ from pydantic import create_model
 
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
-from accounts.services import user_set_weight
+from accounts.services import MAX_WEIGHT, user_set_weight
 from auctions import exports, selectors, services, settlement, verification
 from auctions.rules import InvalidPrice, price_parse
 from core.exceptions import ApplicationError, ErrorCode, ErrorOut, Text
@@ -49,14 +49,14 @@ class SessionOut(Schema):
     gamma: float
     start_time: dt.datetime
     end_time: dt.datetime = Field(description="the effective end: the scheduled end, moved later by soft-close "
-                                                "extensions")
+                                              "extensions")
     status: Status
     final_price: Decimal | None
     scheduled_end_time: dt.datetime = Field(description="the end the admin set")
-    extend_window_seconds: int = Field(description="soft close: a winning bid this close to the end extends it "
-                                                   "(0: off)")
+    extend_window_seconds: int = Field(description="soft close: a bid ranking within the top K this close to "
+                                                   "the end extends it (0: off)")
     extend_by_seconds: int = Field(description="soft close: the end moves to the bid's time plus this")
-    hard_end_time: dt.datetime | None = Field(description="soft close: extensions never go past this")
+    hard_end_time: dt.datetime | None = Field(description="soft close: extensions never pass this (null: no cap)")
 
 
 class BidIn(Schema):
@@ -195,13 +195,18 @@ class SessionIn(Schema):
     gamma: float = 0.0
     start_time: dt.datetime
     end_time: dt.datetime = Field(description="the scheduled end")
-    extend_window_seconds: int = Field(0, description="soft close: 0 (off) or the window in whole seconds")
-    extend_by_seconds: int = Field(0, description="soft close: how far an extension moves the end (>= 1 when on)")
-    hard_end_time: dt.datetime | None = Field(None, description="soft close: extensions never go past this")
+    extend_window_seconds: int = Field(0, description="soft close (anti-sniping): an accepted bid ranking within "
+                                                      "the top K less than this many seconds before the end "
+                                                      "extends it; 0 (the default) turns it off")
+    extend_by_seconds: int = Field(0, description="soft close: such a bid moves the end to its time plus this "
+                                                  "many seconds (at least 1 when extend_window_seconds is set)")
+    hard_end_time: dt.datetime | None = Field(None, description="soft close: extensions never pass this; after "
+                                                                "end_time")
 
 
 class WeightIn(Schema):
-    weight: float = Field(ge=0, le=1_000_000)
+    # The range is checked by accounts.services.weight_validate (the admin's words too).
+    weight: float = Field(json_schema_extra={"minimum": 0, "maximum": MAX_WEIGHT})
 
 
 @admin_router.post("/products", response={201: ProductOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut})

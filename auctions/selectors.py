@@ -1,13 +1,16 @@
-"""Auction reads: sessions for the API and pages."""
+"""Auction reads: sessions for the API and pages, a bidder's own bids across sessions."""
 
 import logging
+from dataclasses import dataclass
+from decimal import Decimal
 
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from auctions import live
+from auctions import live, recovery
 from auctions.models import Bid, BiddingSession, BidEvent, Ranking, SessionStatus, status_q
-from auctions.rules import us_to_datetime
+from auctions.rules import cents_to_price, us_to_datetime
 from core.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -118,3 +121,79 @@ def user_has_bids(*, user_id: str) -> bool:
     """Whether the user has ever bid (PostgreSQL's record, or a bid only Redis holds so far)."""
     return (Bid.objects.filter(bidder_id=user_id).exists() or BidEvent.objects.filter(bidder_id=user_id).exists()
             or bool(live_bid_sessions(user_id=user_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One bidder in one session they bid in: live from Redis while it is open or settling
+    (`price`, `rank` by the my_bid script, as GET /api/sessions/{id}/bids/me), from Ranking once
+    settled. `rank` is None when it cannot be told right now (the live state is being restored)."""
+
+    session: BiddingSession
+    status: str
+    price: Decimal | None
+    rank: int | None
+    is_winning: bool | None
+
+
+def bidder_standings(*, bidder_id, limit: int = 200) -> list[Standing]:
+    """The sessions `bidder_id` bid in, most recent end first: one SQL query (their own Bid and
+    Ranking rows as subqueries) and one Redis round trip (the my_bid script of every started
+    unsettled session, in one pipeline: a bid only Redis holds yet, not persisted, counts too)."""
+    now = timezone.now()
+    bid = Bid.objects.filter(session=OuterRef("pk"), bidder_id=bidder_id)
+    ranked = Ranking.objects.filter(session=OuterRef("pk"), bidder_id=bidder_id)
+    sessions = list(
+        BiddingSession.objects.select_related("product")
+        .annotate(my_price=Subquery(bid.values("price")[:1]), my_rank=Subquery(ranked.values("rank")[:1]),
+                  my_ranked_price=Subquery(ranked.values("price")[:1]),
+                  my_win=Subquery(ranked.values("is_winner")[:1]))
+        .filter(Exists(bid) | Exists(ranked) | (~Q(status=SessionStatus.SETTLED) & Q(start_time__lte=now)))
+        .order_by("-end_time")[:limit])
+    live_ones = [s for s in sessions if s.current_status(now) != SessionStatus.SETTLED]
+    standings = {s.pk: _live_standing(s, reply, now) for s, reply in zip(live_ones, _my_bids(live_ones, bidder_id),
+                                                                         strict=True)}
+    out = []
+    for session in sessions:
+        if session.pk in standings:
+            if standings[session.pk] is not None:
+                out.append(standings[session.pk])
+        else:
+            price = session.my_ranked_price if session.my_ranked_price is not None else session.my_price
+            out.append(Standing(session=session, status=SessionStatus.SETTLED, price=price, rank=session.my_rank,
+                                is_winning=session.my_win))
+    return out
+
+
+def _my_bids(sessions: list[BiddingSession], bidder_id) -> list:
+    """my_bid.lua's reply for each session, in one pipeline; a state that is not whole is restored
+    first (as the API's reads do) and asked again."""
+    if not sessions:
+        return []
+    client = get_redis()
+    script = live.script(client, "my_bid")
+
+    def ask(batch):
+        pipe = client.pipeline(transaction=False)
+        for session in batch:
+            keys = live.session_keys(session.pk)
+            script(keys=[keys.params, keys.rank, keys.bids, keys.meta], args=[str(bidder_id)], client=pipe)
+        return pipe.execute()
+
+    replies = ask(sessions)
+    for i, (session, reply) in enumerate(zip(sessions, replies, strict=True)):
+        if reply[0] == "err" and reply[1] == "no_params" \
+                and recovery.live_state_ensure(session_id=session.pk) in ("whole", "restored"):
+            replies[i] = ask([session])[0]
+    return replies
+
+
+def _live_standing(session: BiddingSession, reply: list, now) -> Standing | None:
+    status = session.current_status(now)
+    if reply[0] == "ok":
+        _, cents, _score, rank, inventory = reply
+        return Standing(session=session, status=status, price=cents_to_price(int(cents)), rank=int(rank),
+                        is_winning=int(rank) <= int(inventory))
+    if session.my_price is not None:  # PostgreSQL has a bid, Redis cannot rank it right now
+        return Standing(session=session, status=status, price=session.my_price, rank=None, is_winning=None)
+    return None  # no bid in this session

@@ -1,4 +1,5 @@
-"""Auction writes: placing a bid (the hot path), creating products and sessions."""
+"""Auction writes: placing a bid (the hot path), creating products and sessions, the rules of a
+session's terms and of editing them."""
 
 import datetime as dt
 import time
@@ -13,8 +14,8 @@ from pydantic import WithJsonSchema
 from accounts.user_cache import CurrentUser
 from auctions import live, recovery
 from auctions.guidance import Terms, price_hint
-from auctions.models import BiddingSession, Product
-from auctions.rules import price_to_cents, us_to_datetime
+from auctions.models import BiddingSession, Product, SessionStatus
+from auctions.rules import MAX_PRICE, PRICE_QUANTUM, price_to_cents, us_to_datetime
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import BID_LATENCY, BIDS
 
@@ -125,40 +126,95 @@ def product_create(*, name: str, description: str = "") -> Product:
     return Product.objects.create(name=name, description=description)
 
 
-# Soft close: a window or an extension longer than a day is a mistake, not a rule.
+# Upper bounds of a session's terms: far beyond any real auction, low enough that every number
+# stays exact in the engine's doubles and microseconds.
+MAX_INVENTORY = 1_000_000
+MAX_WEIGHT = 1e9
+# Soft close: a window or an extension longer than a day is a typo, not an auction rule.
 MAX_EXTEND_SECONDS = 86_400
+# The fields of a session's terms: what an admin sets and bidders bid under.
+SESSION_TERMS = ("product", "upset_price", "inventory", "alpha", "beta", "gamma", "start_time",
+                 "scheduled_end_time", "extend_window_seconds", "extend_by_seconds", "hard_end_time")
+
+
+class SessionTermsInvalid(ApplicationError):
+    """`invalid` terms, each problem kept with the field it is about (`problems`: (field, words)),
+    so that a form shows it next to that field; the detail names them all."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__(ErrorCode.INVALID, "; ".join(f"{name}: {words}" for name, words in problems) + ".",
+                         field=problems[0][0] if len(problems) == 1 else None)
+
+
+def _whole_seconds_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number of seconds"
+    if not 0 <= value <= MAX_EXTEND_SECONDS:
+        return f"must be between 0 and {MAX_EXTEND_SECONDS:,} seconds (a day)"
+    return None
 
 
 def session_validate(*, upset_price: Decimal, inventory: int, alpha: float, beta: float, gamma: float,
                      start_time: dt.datetime, end_time: dt.datetime, extend_window_seconds: int = 0,
                      extend_by_seconds: int = 0, hard_end_time: dt.datetime | None = None) -> None:
-    """The session invariants, checked before the database's own constraints would refuse them.
-    `end_time` is the scheduled end."""
+    """A session's terms, checked in words before the database's own constraints would refuse them
+    by name. `end_time` is the scheduled end (the effective end starts there). The API, the create
+    command and the admin's form all check through here; raises SessionTermsInvalid."""
     problems = []
-    if not upset_price.is_finite() or upset_price <= 0 or upset_price > Decimal("1000000000"):
-        problems.append("upset_price must be > 0 and at most 1,000,000,000")
-    elif upset_price != upset_price.quantize(Decimal("0.01")):
-        problems.append("upset_price must have at most 2 decimals")
-    if inventory < 1 or inventory > 1_000_000:
-        problems.append("inventory must be between 1 and 1,000,000")
+    if not upset_price.is_finite() or upset_price <= 0 or upset_price > MAX_PRICE:
+        problems.append(("upset_price", "must be greater than 0 and at most 1,000,000,000"))
+    elif upset_price != upset_price.quantize(PRICE_QUANTUM):
+        problems.append(("upset_price", "must have at most 2 decimals"))
+    if isinstance(inventory, bool) or not isinstance(inventory, int) or not 1 <= inventory <= MAX_INVENTORY:
+        problems.append(("inventory", f"must be a whole number of units between 1 and {MAX_INVENTORY:,}"))
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        if not (0 <= value <= 1e9):
-            problems.append(f"{name} must be between 0 and 1e9")
-    if start_time.tzinfo is None or end_time.tzinfo is None or (hard_end_time and hard_end_time.tzinfo is None):
-        problems.append("start_time, end_time and hard_end_time need a time zone (e.g. 2026-01-01T12:00:00Z)")
-    elif end_time <= start_time:
-        problems.append("end_time must be after start_time")
-    elif hard_end_time is not None and hard_end_time <= end_time:
-        problems.append("hard_end_time must be after end_time (extensions never go past it)")
-    if not 0 <= extend_window_seconds <= MAX_EXTEND_SECONDS:
-        problems.append(f"extend_window_seconds must be between 0 (off) and {MAX_EXTEND_SECONDS:,}")
-    if extend_window_seconds and not 1 <= extend_by_seconds <= MAX_EXTEND_SECONDS:
-        problems.append(f"extend_by_seconds must be between 1 and {MAX_EXTEND_SECONDS:,} when extend_window_seconds "
-                        "is on")
-    elif not extend_window_seconds and not 0 <= extend_by_seconds <= MAX_EXTEND_SECONDS:
-        problems.append(f"extend_by_seconds must be between 0 and {MAX_EXTEND_SECONDS:,}")
+        if not (0 <= value <= MAX_WEIGHT):  # also refuses NaN
+            problems.append((name, "must be between 0 and 1e9"))
+    times = {"start_time": start_time, "end_time": end_time, "hard_end_time": hard_end_time}
+    naive = [name for name, moment in times.items() if moment is not None and moment.tzinfo is None]
+    for name in naive:
+        problems.append((name, "needs a time zone (e.g. 2026-01-01T12:00:00Z)"))
+    if not naive and end_time <= start_time:
+        problems.append(("end_time", "must be after start_time"))
+    for name, value in (("extend_window_seconds", extend_window_seconds), ("extend_by_seconds", extend_by_seconds)):
+        if problem := _whole_seconds_problem(value):
+            problems.append((name, problem))
+    if extend_window_seconds and not extend_by_seconds:
+        problems.append(("extend_by_seconds", "must be at least 1 second when extend_window_seconds is set "
+                                              "(a bid in the window moves the end that far past it)"))
+    if hard_end_time is not None and not naive and hard_end_time <= end_time:
+        problems.append(("hard_end_time", "must be after the scheduled end (end_time): extensions stop there"))
     if problems:
-        raise ApplicationError(ErrorCode.INVALID, "; ".join(problems) + ".")
+        raise SessionTermsInvalid(problems)
+
+
+def session_edit_check(*, session: BiddingSession, changed: set[str], scheduled_end_time: dt.datetime,
+                       now: dt.datetime) -> None:
+    """What an edit of an existing session may change, by its state at `now` (the state as the API
+    tells it, rules.session_status): every term before the start; once bidding has started only a
+    later scheduled end, until the effective end passes (the bids already placed were scored and
+    ranked under the terms, and bidders bid under the soft-close rule); nothing once it has ended
+    (its settlement is due) or is settled. Raises `invalid` saying why."""
+    terms = changed & set(SESSION_TERMS)
+    if not terms:
+        return
+    status = session.current_status(now)
+    if status == SessionStatus.SETTLED:
+        raise ApplicationError(ErrorCode.INVALID, "Settled: this session is a record; nothing of it changes "
+                                                  "any more.")
+    if status == SessionStatus.ENDED:
+        raise ApplicationError(ErrorCode.INVALID, "Ended: bidding is over and the settlement is due; the "
+                                                  "session can no longer change.")
+    if status == SessionStatus.ACTIVE:
+        fixed = sorted(terms - {"scheduled_end_time"})
+        if fixed:
+            raise ApplicationError(ErrorCode.INVALID, "Bidding has started: the scoring terms are fixed "
+                                                      f"(cannot change {', '.join(fixed)}); only the scheduled "
+                                                      "end can move later.", field=fixed[0])
+        if scheduled_end_time < session.scheduled_end_time:
+            raise ApplicationError(ErrorCode.INVALID, "Bidding has started: the scheduled end can move later, "
+                                                      "not earlier.", field="scheduled_end_time")
 
 
 @transaction.atomic
@@ -166,15 +222,16 @@ def session_create(*, product_id: int, upset_price: Decimal, inventory: int, alp
                    gamma: float, start_time: dt.datetime, end_time: dt.datetime, extend_window_seconds: int = 0,
                    extend_by_seconds: int = 0, hard_end_time: dt.datetime | None = None,
                    created_by_id: str | None = None) -> BiddingSession:
-    soft_close = {"extend_window_seconds": extend_window_seconds, "extend_by_seconds": extend_by_seconds,
-                  "hard_end_time": hard_end_time}
+    """A new session; `end_time` is its scheduled end (the effective end starts there)."""
+    terms = {"extend_window_seconds": extend_window_seconds, "extend_by_seconds": extend_by_seconds,
+             "hard_end_time": hard_end_time}
     session_validate(upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta, gamma=gamma,
-                     start_time=start_time, end_time=end_time, **soft_close)
+                     start_time=start_time, end_time=end_time, **terms)
     product = Product.objects.filter(pk=product_id).first()
     if product is None:
         raise ApplicationError(ErrorCode.INVALID, "product_id: no such product.", field="product_id")
     return BiddingSession.objects.create(
         product=product, upset_price=upset_price, inventory=inventory, alpha=alpha, beta=beta,
         gamma=gamma, start_time=start_time, end_time=end_time, scheduled_end_time=end_time,
-        created_by_id=created_by_id, **soft_close,
+        created_by_id=created_by_id, **terms,
     )

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.session_list, name="sessions"),
     path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
     path("sessions/<uuid:session_id>/results/", views.session_results, name="session-results"),
+    path("me/bids/", views.my_bids, name="my-bids"),
 ]

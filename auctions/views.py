@@ -1,8 +1,10 @@
-"""The bidder pages: the session list, a session's live page, its results. The pages render what
-PostgreSQL knows; everything live (board, my standing, bids) goes through the JSON API and the
-WebSocket from static/flashbid/session.js."""
+"""The bidder pages: the session list, a session's live page, its results, a bidder's own bids.
+The pages render what PostgreSQL knows (My bids also asks Redis for the live standing); everything
+live on a session's page (board, my standing, bids) goes through the JSON API and the WebSocket
+from static/flashbid/session.js."""
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -94,3 +96,13 @@ def session_results(request: HttpRequest, session_id) -> HttpResponse:
         "results_api": f"/api/sessions/{session.pk}/results",
         "log_api": f"/api/sessions/{session.pk}/log",
     })
+
+
+@login_required
+def my_bids(request: HttpRequest) -> HttpResponse:
+    """The sessions the signed-in bidder bid in: their price and rank now (live while open), what
+    they won and at what final price."""
+    standings = selectors.bidder_standings(bidder_id=request.user.pk)
+    won = [s for s in standings if s.status == SessionStatus.SETTLED and s.is_winning]
+    return render(request, "auctions/my_bids.html", {"standings": standings, "won": won,
+                                                      "server_time": timezone.now()})

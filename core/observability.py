@@ -9,6 +9,7 @@ The ASGI wrapper is plain async code around the application: no Django middlewar
 thread hop to the bid path.
 """
 
+import functools
 import logging
 import re
 import time
@@ -45,9 +46,33 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class NotFoundFilter(logging.Filter):
+    """Drops Django's "Not Found: <path>" warnings (django.request, status 404): the server's access
+    log (daphne's, nginx's) already has one line for each, and a 404 is the client's business, not
+    an operator's. Other 4xx and every 5xx are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 404
+
+
+@functools.cache
+def _password_paths(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def slow_threshold_ms(path: str) -> float:
+    """SLOW_REQUEST_MS, or SLOW_PASSWORD_REQUEST_MS for the paths that hash a password
+    (PASSWORD_HASHING_PATHS: login, registration, password change and reset, the admin's login):
+    hashing takes most of a second by design, so those are slow only well past it."""
+    if _password_paths(settings.PASSWORD_HASHING_PATHS).match(path):
+        return settings.SLOW_PASSWORD_REQUEST_MS
+    return settings.SLOW_REQUEST_MS
+
+
 class RequestContext:
     """ASGI wrapper: request id in, request id out, one log line for requests slower than
-    SLOW_REQUEST_MS, and the process gauges refreshed now and then (core.metrics)."""
+    SLOW_REQUEST_MS (core.observability.slow_threshold_ms), and the process gauges refreshed now
+    and then (core.metrics)."""
 
     def __init__(self, app):
         self.app = app
@@ -83,7 +108,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            if elapsed_ms >= settings.SLOW_REQUEST_MS:
+            if elapsed_ms >= slow_threshold_ms(scope["path"]):
                 logger.warning("slow request %s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed_ms,
                                extra={"method": scope["method"], "path": scope["path"], "status": status,
                                       "duration_ms": round(elapsed_ms, 1)})

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring the whole system up on this machine: bootstrap, migrate, seed, then daphne + Celery worker
-# + beat + Flower under honcho (deploy/Procfile). Ctrl-C stops all of them.
+# + beat + Flower under honcho (deploy/Procfile). Ctrl-C stops all of them (exit status 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements.txt
@@ -32,4 +32,22 @@ Watch a board move: open the live session's page, then in another shell
 Ctrl-C stops everything.
 
 URLS
-exec .venv/bin/honcho -f deploy/Procfile -d . start
+
+# Ctrl-C reaches honcho and its processes from the terminal; a SIGTERM sent to this script is passed
+# on to honcho. Either way honcho stops every process (SIGTERM, SIGKILL after 5 s) and exits
+# 130/143: a stop that was asked for, which ends this script with 0 (make would otherwise say
+# "Error 130"). Any other exit of honcho (a process died by itself) is passed on as it is.
+.venv/bin/honcho -f deploy/Procfile -d . start &
+honcho=$!
+trap 'kill -TERM "$honcho" 2>/dev/null || true' TERM
+trap ':' INT
+status=0
+while true; do
+  status=0
+  wait "$honcho" || status=$?
+  kill -0 "$honcho" 2>/dev/null || break  # reaped: $status is honcho's own; else a trap cut the wait short
+done
+case "$status" in
+  130|143) echo "FlashBid stopped."; exit 0 ;;
+  *) exit "$status" ;;
+esac

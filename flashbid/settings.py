@@ -369,10 +369,16 @@ if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
 # Requests slower than this are logged (flashbid.requests, with method, path, status, duration).
 SLOW_REQUEST_MS = env_float("SLOW_REQUEST_MS", 500.0)
+# Requests that hash a password (a regular expression over the path; Django's PBKDF2 takes most
+# of a second by design) are slow only past this.
+SLOW_PASSWORD_REQUEST_MS = env_float("SLOW_PASSWORD_REQUEST_MS", 5000.0)
+PASSWORD_HASHING_PATHS = (r"/(api/auth/(login|register|password)|login/|register/|password/"
+                          r"|admin/login/|admin/password_change/|admin/accounts/user/[^/]+/password/)")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "core.observability.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.observability.RequestIdFilter"},
+                "not_found": {"()": "core.observability.NotFoundFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {
@@ -384,7 +390,16 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        # Through the root's handler only: Django's default config adds a console handler of its
+        # own in DEBUG, which printed every record of "django" twice (and a mail_admins handler,
+        # idle here: no ADMINS are configured).
+        "django": {"handlers": [], "level": "INFO"},
+        # One line per 404 at most: the server's access log has it (core.observability.NotFoundFilter).
+        "django.request": {"filters": ["not_found"]},
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 
@@ -396,5 +411,7 @@ LOGGING = {
 LOGIN_FAILURES_PER_ADDRESS = env_str("LOGIN_FAILURES_PER_ADDRESS", "50 per 15 minutes")
 LOGIN_FAILURES_PER_NAME_AND_ADDRESS = env_str("LOGIN_FAILURES_PER_NAME_AND_ADDRESS", "10 per 15 minutes")
 REGISTRATIONS_PER_ADDRESS = env_str("REGISTRATIONS_PER_ADDRESS", "10 per hour")
+# "Forgot your password?" requests (each may send a mail through the mailer EMAIL_URL configures).
+PASSWORD_RESETS_PER_ADDRESS = env_str("PASSWORD_RESETS_PER_ADDRESS", "5 per hour")
 # Every authenticate() (API, pages, the Django admin) goes through the login limits.
 AUTHENTICATION_BACKENDS = ["accounts.backends.LoginLimitedBackend"]

@@ -4,7 +4,7 @@ bad bids explained and a rival outbid them live; with the socket down the page p
 updates; when the session ends the page shows the results.
 
 Screenshots go to var/test-artifacts/ (ignored by git). With FLASHBID_DOCS_SCREENSHOT=1 the first
-test also refreshes docs/screenshot-session.png."""
+test also refreshes docs/screenshot-session.png, and the admin's test docs/screenshot-admin.png."""
 
 import datetime as dt
 import os
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
 CHROMIUM = os.environ.get("FLASHBID_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = processes.ROOT / "var" / "test-artifacts"
 DOCS_SCREENSHOT = processes.ROOT / "docs" / "screenshot-session.png"
+DOCS_ADMIN_SCREENSHOT = processes.ROOT / "docs" / "screenshot-admin.png"
 PASSWORD = "s3cret-pass-123"
 DESKTOP = {"width": 1100, "height": 900}
 # How many requests the page has sent to URLs containing a string (resource timing).
@@ -414,3 +415,55 @@ def test_the_pages_the_admin_and_the_api_docs_run_under_their_policy_with_nothin
     screenshot(page, "admin-under-csp")
     assert violations == []
     assert elsewhere == []
+
+
+def test_the_admins_session_list_shows_the_end_and_the_final_price_at_1280_px(started, chromium, make_session):
+    """The columns an admin looks for first fit a 1280 px screen, beside the admin's sidebars,
+    without scrolling sideways; the status is the clock's."""
+    from accounts.models import User
+    from auctions import live, settlement, verification
+    from auctions.models import BiddingSession
+    from tests import bidding
+
+    port = processes.free_port()
+    started(processes.daphne, port)
+    server = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=server, timeout=10) as http:
+        register(http, "boss")
+    User.objects.filter(username="boss").update(is_staff=True, is_superuser=True)
+    make_session(starts_in=3600, inventory=5)
+    make_session(starts_in=-600, lasts=7200, extend_window_seconds=30, extend_by_seconds=60)
+    settled = make_session(starts_in=-7200, lasts=10_800, inventory=2)
+    bidding.place(settled.pk, [(u, [p]) for u, p in zip(bidding.bidders(4), ["31.50", "44.00", "27.75", "39.90"],
+                                                        strict=True)])
+    ended = timezone.now()
+    BiddingSession.objects.filter(pk=settled.pk).update(end_time=ended, scheduled_end_time=ended)
+    live.params_store(BiddingSession.objects.get(pk=settled.pk))
+    settlement.session_settle(session_id=str(settled.pk))
+    verification.session_audit_record(session_id=settled.pk)
+    for n, session in enumerate(BiddingSession.objects.select_related("product")):
+        session.product.name = ["Aurora headphones", "Nimbus e-bike", "Vintage film camera"][n % 3]
+        session.product.save()
+
+    browser = chromium()
+    page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    page.goto(f"{server}/admin/login/?next=/admin/auctions/biddingsession/")
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form [type=submit]")
+    expect(page.locator("#result_list")).to_be_visible()
+    expect(page.locator("#result_list td.field-final_price").filter(has_text="39.90")).to_have_count(1)
+    expect(page.locator("#result_list td.field-state").filter(has_text="Settled")).to_have_count(1)
+    expect(page.locator("#result_list td.field-checks").filter(has_text="audited")).to_have_count(1)
+    for scroller in ("document.documentElement", "document.querySelector('#changelist .results')"):
+        widths = page.evaluate(f"[{scroller}.scrollWidth, {scroller}.clientWidth]")
+        assert widths[0] <= widths[1], f"{scroller} scrolls sideways: {widths}"
+    shown = page.locator("#changelist .results").bounding_box()
+    for column in ("end", "final_price"):
+        box = page.locator(f"#result_list th.column-{column}").bounding_box()
+        assert box and box["x"] + box["width"] <= shown["x"] + shown["width"], (column, box, shown)
+    shot = ARTIFACTS / "admin-sessions.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot))
+    if os.environ.get("FLASHBID_DOCS_SCREENSHOT"):
+        DOCS_ADMIN_SCREENSHOT.write_bytes(shot.read_bytes())

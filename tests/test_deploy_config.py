@@ -475,6 +475,7 @@ def test_nginx_limits_password_forms_and_floods_but_not_a_bidder(nginx_running):
         statuses = _post_until_refused(https, "/api/auth/login", 14)
         assert statuses[:10] == [200] * 10 and statuses[-1] == 429, statuses
         refused = https.post("/admin/login/", data={})  # the same bucket, whichever form
+        assert https.post("/password/reset/", data={}).status_code == 429  # the reset's mail too
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json() == {"detail": "Too many requests from your address; retry in a moment.",
                                   "code": "rate_limited"}

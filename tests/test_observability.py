@@ -59,6 +59,45 @@ async def test_fast_requests_are_not_logged(api, settings, caplog):
     assert not [r for r in caplog.records if r.name == "flashbid.requests"]
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/auth/login"), ("POST", "/api/auth/register"), ("POST", "/api/auth/password"),
+    ("POST", "/login/"), ("POST", "/register/"), ("POST", "/password/"), ("POST", "/admin/login/"),
+    ("POST", "/admin/password_change/"), ("POST", "/password/reset/MQ/set-password/"),
+])
+async def test_requests_that_hash_a_password_are_not_slow_below_their_own_threshold(api, settings, caplog, method,
+                                                                                      path):
+    settings.SLOW_REQUEST_MS = 0  # every other request is "slow" here
+    settings.SLOW_PASSWORD_REQUEST_MS = 60_000
+    with caplog.at_level(logging.WARNING, logger="flashbid.requests"):
+        await api.request(method, path, json={"username": "nobody", "password": "wrong-password-1"})
+        await api.get("/api/sessions")
+    assert [r.path for r in caplog.records if r.name == "flashbid.requests"] == ["/api/sessions"]
+
+
+async def test_a_request_that_hashes_a_password_is_logged_past_its_threshold(api, settings, caplog):
+    settings.SLOW_PASSWORD_REQUEST_MS = 0
+    with caplog.at_level(logging.WARNING, logger="flashbid.requests"):
+        await api.post("/api/auth/login", json={"username": "nobody", "password": "wrong-password-1"})
+    assert [r.path for r in caplog.records if r.name == "flashbid.requests"] == ["/api/auth/login"]
+
+
+async def test_a_page_not_found_writes_no_log_line_of_its_own(api, caplog, capsys):
+    """The server's access log has the one line a 404 deserves (daphne's, nginx's); Django neither
+    warns "Not Found" through our handler nor prints it again through its own console handler."""
+    with caplog.at_level(logging.DEBUG):
+        response = await api.get("/no-such-page/")
+    assert response.status_code == 404
+    assert not [r for r in caplog.records if r.name.startswith("django")], caplog.records
+    assert logging.getLogger("django").handlers == []
+    assert "Not Found" not in capsys.readouterr().err
+
+
+async def test_the_favicon_is_served(api):
+    response = await api.get("/favicon.ico", follow_redirects=True)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/svg+xml" and response.text.startswith("<svg")
+
+
 def test_metrics_count_bids_by_outcome_and_show_the_persist_lag(client, make_session, make_user, token_for):
     session = make_session(upset_price="10.00")
     user = make_user()
@@ -165,6 +204,25 @@ def test_flower_asks_for_the_configured_credentials(started):
     assert processes.wait_until(lambda: answer(), 30, message="flower answers") == 401
     assert answer(("ops", "wrong")) == 401
     assert answer(("ops", "flower-pass-1")) == 200
+
+
+def test_flower_started_before_any_worker_logs_no_inspect_failures(started):
+    """Its first inspection finds no worker yet (as under `make up`, where all start together):
+    that is no failure worth a warning per inspect method."""
+    port = processes.free_port()
+    flower = started(lambda log_dir: processes.Process(
+        "flower", [str(processes.BIN / "celery"), "-A", "flashbid", "flower", "--conf=deploy/flowerconfig.py",
+                   "--address=127.0.0.1", f"--port={port}", "--inspect_timeout=300"],
+        processes.test_env(DEBUG="true", FLOWER_UNAUTHENTICATED_API="true"), log_dir))
+
+    def workers():
+        try:  # waits for an inspection of every worker, the start's own if it is still running
+            return httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=5).status_code
+        except httpx.HTTPError:
+            return None
+
+    assert processes.wait_until(workers, 30, message="flower inspected the workers") == 200
+    assert "Inspect method" not in flower.log()
 
 
 def test_simulate_bidders_bids_over_http_and_reports(started, make_session):

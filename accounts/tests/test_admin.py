@@ -103,3 +103,36 @@ def test_adding_a_look_alike_of_a_taken_name_in_the_admin_is_a_form_error(client
         "password2": "a-long-pass-9876", "usable_password": "true"})
     assert response.status_code == 200
     assert "looks like one that is" in str(response.context["adminform"].form.errors)
+
+
+def test_log_out_everywhere_is_a_bulk_action(client, staff, make_user):
+    first, second, bystander = make_user(), make_user(), make_user()
+    client.force_login(staff)
+    response = client.post("/admin/accounts/user/", {"action": "log_out_everywhere",
+                                                     "_selected_action": [first.pk, second.pk]}, follow=True)
+    assert "Logged out everywhere: 2 user(s)" in response.content.decode()
+    assert versions(first)[0] == versions(second)[0] == 1 and versions(bystander)[0] == 0
+
+
+@pytest.mark.parametrize("weight", ["-1", "1000001"])
+def test_a_weight_out_of_range_in_the_change_form_is_refused_in_words(client, staff, make_user, weight):
+    bidder = make_user()
+    client.force_login(staff)
+    data = {"username": bidder.username, "email": bidder.email, "weight": weight, "is_active": "on",
+            "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"}
+    response = client.post(f"/admin/accounts/user/{bidder.pk}/change/", data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["weight"] == ["Must be a number from 0 to 1,000,000."]
+    assert "onstraint" not in response.content.decode()
+    assert User.objects.get(pk=bidder.pk).weight == 1.0
+
+
+def test_a_weight_out_of_range_in_the_list_is_refused_in_words(client, staff, make_user):
+    bidder = make_user()
+    client.force_login(staff)
+    data = {"form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": str(bidder.pk),
+            "form-0-weight": "-3", "_save": "Save"}
+    response = client.post("/admin/accounts/user/?q=" + bidder.username, data)
+    assert response.status_code == 200
+    assert "Must be a number from 0 to 1,000,000." in response.content.decode()
+    assert User.objects.get(pk=bidder.pk).weight == 1.0

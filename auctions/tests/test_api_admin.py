@@ -106,6 +106,54 @@ async def test_admin_creates_a_session(api, admin, auth_header, product):
     assert body["final_price"] is None
 
 
+async def test_a_created_session_carries_its_soft_close_terms(api, admin, auth_header, product):
+    payload = session_payload(product)
+    hard_end = dt.datetime.fromisoformat(payload["end_time"]) + dt.timedelta(minutes=10)
+    response = await api.post("/api/admin/sessions", headers=auth_header(admin), json={
+        **payload, "extend_window_seconds": 30, "extend_by_seconds": 60, "hard_end_time": hard_end.isoformat()})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["extend_window_seconds"], body["extend_by_seconds"]) == (30, 60)
+    assert dt.datetime.fromisoformat(body["hard_end_time"]) == hard_end
+    assert body["scheduled_end_time"] == body["end_time"]
+    assert dt.datetime.fromisoformat(body["end_time"]) == dt.datetime.fromisoformat(payload["end_time"])
+    listed = (await api.get(f"/api/sessions/{body['id']}")).json()
+    assert {k: listed[k] for k in ("scheduled_end_time", "extend_window_seconds", "extend_by_seconds",
+                                   "hard_end_time")} == {k: body[k] for k in ("scheduled_end_time",
+                                                                               "extend_window_seconds",
+                                                                               "extend_by_seconds", "hard_end_time")}
+
+
+async def test_a_session_without_soft_close_terms_has_it_off(api, admin, auth_header, product):
+    response = await api.post("/api/admin/sessions", json=session_payload(product), headers=auth_header(admin))
+    body = response.json()
+    assert (body["extend_window_seconds"], body["extend_by_seconds"], body["hard_end_time"]) == (0, 0, None)
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"extend_window_seconds": -1}, "extend_window_seconds: must be between 0 and 86,400 seconds"),
+    ({"extend_window_seconds": 86_401, "extend_by_seconds": 5}, "extend_window_seconds: must be between 0"),
+    ({"extend_window_seconds": 1.5, "extend_by_seconds": 5}, "extend_window_seconds"),
+    ({"extend_window_seconds": 30}, "extend_by_seconds: must be at least 1 second when extend_window_seconds"),
+    ({"extend_window_seconds": 30, "extend_by_seconds": 0}, "extend_by_seconds: must be at least 1 second"),
+    ({"extend_by_seconds": -5}, "extend_by_seconds: must be between 0"),
+    ({"hard_end_time": "END"}, "hard_end_time: must be after the scheduled end"),
+    ({"hard_end_time": "START"}, "hard_end_time: must be after the scheduled end"),
+    ({"hard_end_time": "2030-01-01T12:00:00"}, "hard_end_time: needs a time zone"),
+    ({"upset_price": "0"}, "upset_price: must be greater than 0"),
+    ({"inventory": 0}, "inventory: must be a whole number of units between 1 and 1,000,000"),
+], ids=repr)
+async def test_bad_session_terms_are_invalid_with_the_rule_in_words(api, admin, auth_header, product, overrides,
+                                                                    words):
+    payload = session_payload(product)
+    for name, value in overrides.items():
+        payload[name] = {"END": payload["end_time"], "START": payload["start_time"]}.get(value, value)
+    response = await api.post("/api/admin/sessions", json=payload, headers=auth_header(admin))
+    assert_error(response, 422, "invalid")
+    assert words in response.json()["detail"]
+    assert "constraint" not in response.json()["detail"].lower()
+
+
 async def test_admin_sets_a_bidders_weight(api, admin, bidder, auth_header):
     response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 2.5}, headers=auth_header(admin))
     assert response.status_code == 200, response.text
@@ -234,3 +282,9 @@ async def test_admin_session_missing_fields_is_invalid(api, admin, auth_header):
                                      {"name": "ok", "description": "nul\x00byte"}], ids=repr)
 async def test_admin_product_with_bad_input_is_invalid(api, admin, auth_header, payload):
     assert_error(await api.post("/api/admin/products", json=payload, headers=auth_header(admin)), 422, "invalid")
+
+
+async def test_an_admin_weight_out_of_range_says_the_range_in_words(api, admin, bidder, auth_header):
+    response = await api.patch(f"/api/admin/users/{bidder.pk}", json={"weight": 1_000_001}, headers=auth_header(admin))
+    assert_error(response, 422, "invalid")
+    assert response.json()["detail"] == "weight: must be a number from 0 to 1,000,000."

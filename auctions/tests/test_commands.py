@@ -1,5 +1,8 @@
 """Management commands on real Redis and PostgreSQL."""
 
+import datetime as dt
+import re
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
@@ -71,6 +74,34 @@ def test_create_session_prints_a_new_session_id(db, capsys):
     call_command("create_session", "--product", "Lamp", "--inventory", "2", "--duration", "60")
     session_id = capsys.readouterr().out.strip()
     assert BiddingSession.objects.get(pk=session_id).inventory == 2
+
+
+def test_create_session_sets_soft_close_and_refuses_bad_terms_in_words(db, capsys):
+    call_command("create_session", "--duration", "60", "--extend-window", "30", "--extend-by", "20",
+                 "--hard-end-after", "300")
+    session = BiddingSession.objects.get(pk=capsys.readouterr().out.strip())
+    assert (session.extend_window_seconds, session.extend_by_seconds) == (30, 20)
+    assert session.hard_end_time - session.scheduled_end_time == dt.timedelta(seconds=300)
+    with pytest.raises(CommandError, match="extend_by_seconds: must be at least 1 second"):
+        call_command("create_session", "--extend-window", "30")
+
+
+def test_seed_demo_settles_one_session_with_real_bids_and_winners_and_is_safe_to_rerun(capsys):
+    from auctions.models import Ranking
+    from auctions.verification import session_audit
+
+    call_command("seed_demo", "--bidders", "12")
+    settled = BiddingSession.objects.get(status="settled", product__name="Espresso machine")
+    ranking = list(Ranking.objects.filter(session=settled).order_by("rank"))
+    assert len(ranking) == 10 and sum(r.is_winner for r in ranking) == 3
+    assert settled.final_price == min(r.price for r in ranking if r.is_winner)
+    assert settled.log_digest and settled.end_time == settled.scheduled_end_time
+    assert session_audit(session_id=settled.pk) is None  # the independent audit agrees
+    assert {"active", "scheduled", "ended", "settled"} <= set(re.findall(r"session (\w+): ", capsys.readouterr().out))
+
+    call_command("seed_demo", "--bidders", "12")
+    assert "session settled: " + str(settled.pk) + " (exists)" in capsys.readouterr().out
+    assert BiddingSession.objects.filter(product__name="Espresso machine").count() == 1
 
 
 def test_rebuild_leaderboard_rejects_unknown_sessions(db):

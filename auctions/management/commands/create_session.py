@@ -22,21 +22,21 @@ class Command(BaseCommand):
         parser.add_argument("--starts-in", type=float, default=0.0, help="seconds from now")
         parser.add_argument("--duration", type=float, default=1800.0, help="seconds")
         parser.add_argument("--extend-window", type=int, default=0,
-                            help="soft close: a winning bid this many seconds before the end extends it (0: off)")
-        parser.add_argument("--extend-by", type=int, default=0, help="soft close: the end moves to the bid + this")
-        parser.add_argument("--hard-end-in", type=float, default=None,
-                            help="soft close: seconds from the start that no extension goes past")
+                            help="soft close: a top-K bid this many seconds before the end extends it (0: off)")
+        parser.add_argument("--extend-by", type=int, default=0, help="soft close: seconds past such a bid")
+        parser.add_argument("--hard-end-after", type=float, default=None,
+                            help="soft close: no extension past this many seconds after the scheduled end")
 
     def handle(self, *args, **o):
         product, _ = Product.objects.get_or_create(name=o["product"])
         start = timezone.now() + dt.timedelta(seconds=o["starts_in"])
+        end = start + dt.timedelta(seconds=o["duration"])
+        hard_end = end + dt.timedelta(seconds=o["hard_end_after"]) if o["hard_end_after"] is not None else None
         try:
             session = session_create(product_id=product.pk, upset_price=Decimal(o["upset_price"]),
                                      inventory=o["inventory"], alpha=o["alpha"], beta=o["beta"], gamma=o["gamma"],
-                                     start_time=start, end_time=start + dt.timedelta(seconds=o["duration"]),
-                                     extend_window_seconds=o["extend_window"], extend_by_seconds=o["extend_by"],
-                                     hard_end_time=start + dt.timedelta(seconds=o["hard_end_in"])
-                                     if o["hard_end_in"] is not None else None)
+                                     start_time=start, end_time=end, extend_window_seconds=o["extend_window"],
+                                     extend_by_seconds=o["extend_by"], hard_end_time=hard_end)
         except ApplicationError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(str(session.pk))

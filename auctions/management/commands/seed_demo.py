@@ -1,28 +1,39 @@
-"""Demo data: an admin, bidders, products and one session in each state. Safe to rerun."""
+"""Demo data: an admin, bidders, products and one session in each state, the settled one with bids
+and winners (placed through the real bid engine, settled by the real settlement). Safe to rerun."""
 
 import datetime as dt
 import os
 import secrets
 from decimal import Decimal
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from auctions.models import BiddingSession, Product
+from accounts.user_cache import get_current_user
+from auctions import live, settlement
+from auctions.models import BiddingSession, Product, SessionStatus
+from auctions.rules import us_to_datetime
+from auctions.services import bid_place
 
 DEMO_PASSWORD = "flashbid-demo"
 PRODUCTS = [
     ("Aurora headphones", "Noise-cancelling over-ear headphones, limited run."),
     ("Nimbus e-bike", "Folding electric bike, 80 km range."),
     ("Vintage film camera", "Restored 35 mm rangefinder."),
+    ("Espresso machine", "Dual-boiler espresso machine, ex-demo."),
 ]
+# The settled session's bids: (bidder number, price), some bidders raising their own bid.
+SETTLED_BIDS = [(1, "24.00"), (2, "31.50"), (3, "18.00"), (4, "42.00"), (5, "27.75"), (6, "35.00"),
+                (7, "22.40"), (8, "39.90"), (3, "33.00"), (1, "44.00"), (9, "29.00"), (10, "37.25")]
 
 
 class Command(BaseCommand):
-    help = "Create demo users, products and sessions (scheduled, active for 30 minutes, ended)."
+    help = ("Create demo users, products and sessions (scheduled, active for 30 minutes, ended, settled with "
+            "bids and winners).")
 
     def add_arguments(self, parser):
         parser.add_argument("--bidders", type=int, default=50)
@@ -74,6 +85,35 @@ class Command(BaseCommand):
                     self.stdout.write(f"session {label}: {session.id} (new)")
                 else:
                     self.stdout.write(f"session {label}: {session.id} (exists)")
+        self._settled_session(products[3], admin, bidders)
+
+    def _settled_session(self, product: Product, admin: User, bidders: int) -> None:
+        """A session that took real bids (the bid engine, one Lua script each, as the API places
+        them), was ended (its end moved to now, as an admin may) and was settled by the settlement
+        itself: the ranking, winners, final price, bid log and digest are the real ones."""
+        done = BiddingSession.objects.filter(product=product, created_by=admin, status=SessionStatus.SETTLED).first()
+        if done is not None:
+            self.stdout.write(f"session settled: {done.id} (exists)")
+            return
+        now = timezone.now().replace(microsecond=0)
+        session = BiddingSession.objects.create(
+            product=product, upset_price=Decimal("15.00"), inventory=3, alpha=1.0, beta=100.0, gamma=5.0,
+            start_time=now - dt.timedelta(hours=3), end_time=now + dt.timedelta(hours=1), created_by=admin)
+        plan = [(f"bidder{n:03d}", Decimal(price)) for n, price in SETTLED_BIDS if n <= bidders]
+        users = {u.username: str(u.pk) for u in User.objects.filter(username__in={name for name, _ in plan})}
+
+        async def place_all() -> None:
+            for name, price in plan:
+                await bid_place(session_id=str(session.pk), user=await get_current_user(users[name]), price=price)
+
+        async_to_sync(place_all)()
+        ended = us_to_datetime(live.redis_clock_us())  # after the last accepted bid, by the engine's clock
+        BiddingSession.objects.filter(pk=session.pk).update(end_time=ended, scheduled_end_time=ended)
+        session.refresh_from_db()
+        live.params_store(session)
+        outcome = settlement.session_settle(session_id=str(session.pk))
+        self.stdout.write(f"session settled: {session.id} (new: {len(plan)} bids, {outcome.bidders} bidders, "
+                          f"{outcome.winners} winners, final price {outcome.final_price})")
 
     @staticmethod
     def _current(label: str, product: Product, now) -> BiddingSession | None:
