@@ -190,10 +190,10 @@ def _my_bids(sessions: list[BiddingSession], bidder_id) -> list:
 
 def _live_standing(session: BiddingSession, reply: list, now) -> Standing | None:
     status = session.current_status(now)
-    if reply[0] == "ok":
-        _, cents, _score, rank, inventory = reply
+    if reply[0] == "ok" and reply[14]:  # my_bid.lua: the session's terms, then this bidder's cents, score, rank
+        inventory, (cents, _score, rank) = int(reply[1]), reply[12:15]
         return Standing(session=session, status=status, price=cents_to_price(int(cents)), rank=int(rank),
-                        is_winning=int(rank) <= int(inventory))
+                        is_winning=int(rank) <= inventory)
     if session.my_price is not None:  # PostgreSQL has a bid, Redis cannot rank it right now
         return Standing(session=session, status=status, price=session.my_price, rank=None, is_winning=None)
     return None  # no bid in this session

@@ -90,7 +90,8 @@ def test_the_session_page_shows_the_session_terms_and_its_live_endpoints(client,
     assert 'id="bid-form"' in page and "csrfmiddlewaretoken" in page
     assert session.product.name in page and str(session.upset_price) in page
     config = page_config(response)
-    assert config["user"] == {"id": str(user.pk), "username": user.username}
+    assert config["user"] == {"id": str(user.pk), "username": user.username, "weight": user.weight}
+    assert config["currency"] == "USD"
     assert config["inventory"] == session.inventory and config["upset_price"] == str(session.upset_price)
     assert config["urls"]["bids"] == f"/api/sessions/{session.pk}/bids"
     assert config["urls"]["meta"] == f"/api/sessions/{session.pk}/leaderboard/meta"
@@ -113,15 +114,15 @@ def test_the_pages_session_cookie_and_csrf_token_place_a_bid_through_the_api(ses
 
 
 @pytest.mark.parametrize(("who", "outcome"), [
-    ("winner", "You won a unit (rank 1), at the final price of 30.00."),
-    ("loser", "You did not win: your bid of 20.00 ranked 2 of 2."),
+    ("winner", "You won a unit (rank 1), at the final price of 30.00 USD."),
+    ("loser", "You did not win: your bid of 20.00 USD ranked 2 of 2."),
     ("nobody", "You did not bid in this session."),
 ])
 def test_the_results_page_shows_the_final_price_the_winners_and_my_outcome(client, sessions, make_user, who,
                                                                           outcome):
     client.force_login(sessions[who] if who != "nobody" else make_user())
     page = client.get(f"/sessions/{sessions['settled'].pk}/results/").content.decode()
-    assert 'id="final-price">30.00<' in page
+    assert 'id="final-price">30.00 USD<' in page
     assert "winner" in page.split('id="winners"', 1)[1]
     assert outcome in " ".join(page.split())
 
