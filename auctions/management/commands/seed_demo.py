@@ -81,6 +81,8 @@ class Command(BaseCommand):
                     session = BiddingSession.objects.create(
                         product=product, upset_price=Decimal("10.00"), inventory=3, alpha=1.0, beta=100.0,
                         gamma=5.0, start_time=start, end_time=end, created_by=admin,
+                        # Soft close: a top-3 bid in the last 30 s moves the end to 15 s after it.
+                        extend_window_seconds=30, extend_by_seconds=15,
                     )
                     self.stdout.write(f"session {label}: {session.id} (new)")
                 else:
