@@ -12,6 +12,9 @@ from auctions.rules import SessionStatus, session_status
 class Product(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
+    # When its picture (ProductPicture) was last set; None: no picture. The pages link to the
+    # picture with this as its version.
+    picture_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -19,6 +22,20 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ProductPicture(models.Model):
+    """A product's picture as served (auctions.services.picture_encode: checked and re-encoded by
+    Pillow, at most PICTURE_MAX_SIDE pixels a side). In PostgreSQL, not on a disk: every deploy
+    shape serves it with no media volume (auctions.views.product_picture); a row of its own, so
+    reading a product never loads its bytes."""
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, primary_key=True, related_name="picture")
+    data = models.BinaryField()
+    content_type = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return f"picture of product {self.product_id}"
 
 
 class BiddingSession(models.Model):

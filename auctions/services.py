@@ -2,6 +2,7 @@
 session's terms and of editing them."""
 
 import datetime as dt
+import io
 import time
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
@@ -9,12 +10,13 @@ from typing import Annotated
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from pydantic import WithJsonSchema
 
 from accounts.user_cache import CurrentUser
 from auctions import live, recovery
 from auctions.guidance import Terms, price_hint
-from auctions.models import BiddingSession, Product, SessionStatus
+from auctions.models import BiddingSession, Product, ProductPicture, SessionStatus
 from auctions.rules import MAX_PRICE, PRICE_QUANTUM, price_to_cents, us_to_datetime
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import BID_LATENCY, BIDS
@@ -124,6 +126,49 @@ def product_create(*, name: str, description: str = "") -> Product:
     if not name:
         raise ApplicationError(ErrorCode.INVALID, "name: must not be empty.", field="name")
     return Product.objects.create(name=name, description=description)
+
+
+# A product picture: at most this many bytes uploaded, this many pixels a side once stored.
+PICTURE_MAX_BYTES = 5 * 1024 * 1024
+PICTURE_MAX_SIDE = 1200
+# Pillow refuses to decode more pixels than this (a small file can claim a huge image).
+PICTURE_MAX_PIXELS = 40_000_000
+
+
+def picture_encode(upload) -> bytes:
+    """A picture upload (a file object) as it is stored and served: decoded by Pillow (so only a
+    real PNG, JPEG, GIF or WebP image passes, never a script dressed as one), scaled to at most
+    PICTURE_MAX_SIDE a side and re-encoded as WebP. Raises `invalid` saying why a file is refused."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    data = upload.read(PICTURE_MAX_BYTES + 1)
+    if len(data) > PICTURE_MAX_BYTES:
+        raise ApplicationError(ErrorCode.INVALID, f"picture: at most {PICTURE_MAX_BYTES // 1024 // 1024} MB.",
+                               field="picture")
+    Image.MAX_IMAGE_PIXELS = PICTURE_MAX_PIXELS
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "WEBP"]) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image).convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ApplicationError(ErrorCode.INVALID, "picture: not a PNG, JPEG, GIF or WebP image.",
+                               field="picture") from None
+    image.thumbnail((PICTURE_MAX_SIDE, PICTURE_MAX_SIDE))
+    stored = io.BytesIO()
+    image.save(stored, format="WEBP", quality=82)
+    return stored.getvalue()
+
+
+@transaction.atomic
+def product_picture_set(*, product: Product, picture: bytes | None) -> None:
+    """Store an encoded picture (picture_encode), or remove it (None)."""
+    if picture is None:
+        ProductPicture.objects.filter(product=product).delete()
+    else:
+        ProductPicture.objects.update_or_create(product=product, defaults={"data": picture,
+                                                                          "content_type": "image/webp"})
+    product.picture_updated_at = timezone.now() if picture is not None else None
+    product.save(update_fields=["picture_updated_at"])
 
 
 # Upper bounds of a session's terms: far beyond any real auction, low enough that every number

@@ -7,4 +7,5 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
     path("sessions/<uuid:session_id>/results/", views.session_results, name="session-results"),
     path("me/bids/", views.my_bids, name="my-bids"),
+    path("products/<int:product_id>/picture", views.product_picture, name="product-picture"),
 ]

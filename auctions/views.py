@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from auctions import selectors
-from auctions.models import BiddingSession, SessionStatus
+from auctions.models import BiddingSession, ProductPicture, SessionStatus
 
 # The list's sections, in page order.
 LIST_SECTIONS = (
@@ -106,3 +106,17 @@ def my_bids(request: HttpRequest) -> HttpResponse:
     won = [s for s in standings if s.status == SessionStatus.SETTLED and s.is_winning]
     return render(request, "auctions/my_bids.html", {"standings": standings, "won": won,
                                                       "server_time": timezone.now()})
+
+
+def product_picture(request: HttpRequest, product_id: int) -> HttpResponse:
+    """A product's picture (stored in its row, re-encoded on upload: auctions.services). Cached by
+    browsers and revalidated by its version."""
+    found = (ProductPicture.objects.filter(product_id=product_id)
+             .values("data", "content_type", "product__picture_updated_at").first())
+    if found is None:
+        raise Http404("No picture.")
+    etag = f'"{int(found["product__picture_updated_at"].timestamp() * 1_000_000)}"'
+    if request.headers.get("If-None-Match") == etag:
+        return HttpResponse(status=304, headers={"ETag": etag})
+    return HttpResponse(bytes(found["data"]), content_type=found["content_type"],
+                        headers={"ETag": etag, "Cache-Control": "public, max-age=300"})

@@ -278,6 +278,8 @@ def test_on_a_phone_a_bidder_has_the_bid_bar_at_hand_and_every_number_reads_alik
     assert page.evaluate(f"{FETCHES}('/bids/me')") == 0
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the phone"
     screenshot(page, "session-phone-bidder")
+    if os.environ.get("FLASHBID_DOCS_SCREENSHOT"):  # the phone's screen as the bidder sees it, bar at the bottom
+        page.screenshot(path=str(processes.ROOT / "docs" / "screenshot-phone.png"))
 
 
 def test_with_the_socket_down_the_page_polls_meta_first_and_still_updates(server, chromium, make_session,

@@ -2,6 +2,7 @@
 and winners (placed through the real bid engine, settled by the real settlement). Safe to rerun."""
 
 import datetime as dt
+import io
 import os
 import secrets
 from decimal import Decimal
@@ -17,7 +18,7 @@ from accounts.user_cache import get_current_user
 from auctions import live, settlement
 from auctions.models import BiddingSession, Product, SessionStatus
 from auctions.rules import us_to_datetime
-from auctions.services import bid_place
+from auctions.services import bid_place, picture_encode, product_picture_set
 
 DEMO_PASSWORD = "flashbid-demo"
 PRODUCTS = [
@@ -29,6 +30,24 @@ PRODUCTS = [
 # The settled session's bids: (bidder number, price), some bidders raising their own bid.
 SETTLED_BIDS = [(1, "24.00"), (2, "31.50"), (3, "18.00"), (4, "42.00"), (5, "27.75"), (6, "35.00"),
                 (7, "22.40"), (8, "39.90"), (3, "33.00"), (1, "44.00"), (9, "29.00"), (10, "37.25")]
+
+
+# The demo products' pictures: drawn here (a colour and the name), stored like an admin's upload.
+PICTURE_COLOURS = [(59, 91, 219), (31, 122, 61), (154, 103, 0), (180, 35, 24)]
+
+
+def _demo_picture(name: str, colour: tuple[int, int, int]) -> io.BytesIO:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (640, 480), colour)
+    draw = ImageDraw.Draw(image)
+    for i in range(0, 640, 40):  # a few stripes, so it reads as a picture, not a flat box
+        draw.line([(i, 480), (i + 240, 0)], fill=tuple(min(255, c + 24) for c in colour), width=14)
+    draw.text((32, 400), name, fill=(255, 255, 255), font_size=44)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    out.seek(0)
+    return out
 
 
 class Command(BaseCommand):
@@ -69,6 +88,9 @@ class Command(BaseCommand):
 
             products = [Product.objects.get_or_create(name=name, defaults={"description": text})[0]
                         for name, text in PRODUCTS]
+            for product, colour in zip(products, PICTURE_COLOURS, strict=False):
+                if product.picture_updated_at is None:
+                    product_picture_set(product=product, picture=picture_encode(_demo_picture(product.name, colour)))
             now = timezone.now().replace(microsecond=0)
             wanted = {
                 "active": (products[0], now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=active_minutes)),
