@@ -112,6 +112,20 @@ def register(http: httpx.Client, username: str) -> str:
     return response.json()["access_token"]
 
 
+def admin_session(base: str, admin_token: str, product_name: str, *, ends_in: float, **terms) -> dict:
+    """A session opened a minute ago through the admin API (inventory 1, floor 10.00), ending in
+    `ends_in` seconds; `terms` adds or overrides fields (soft close)."""
+    now = timezone.now()
+    with httpx.Client(base_url=base, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as http:
+        product = http.post("/api/admin/products", json={"name": product_name}).json()
+        response = http.post("/api/admin/sessions", json={
+            "product_id": product["id"], "upset_price": "10.00", "inventory": 1, "alpha": 1.0,
+            "start_time": (now - dt.timedelta(seconds=60)).isoformat(),
+            "end_time": (now + dt.timedelta(seconds=ends_in)).isoformat(), **terms})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def api_bid(http: httpx.Client, session_id, token: str, price: str) -> dict:
     response = http.post(f"/api/sessions/{session_id}/bids", json={"price": price},
                          headers={"Authorization": f"Bearer {token}"})
@@ -196,16 +210,9 @@ def test_soft_close_extends_the_countdown_and_an_outbid_bidder_is_told_with_the_
         register(http, "carol")
     page = browser.new_context(viewport=DESKTOP).new_page()
     log_in(page, server, "carol", "/")
-    with httpx.Client(base_url=server, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as http:
-        product = http.post("/api/admin/products", json={"name": "Signed first edition"}).json()
-        now = timezone.now()
-        scheduled_end = now + dt.timedelta(seconds=15)
-        response = http.post("/api/admin/sessions", json={
-            "product_id": product["id"], "upset_price": "10.00", "inventory": 1, "alpha": 1.0,
-            "start_time": (now - dt.timedelta(seconds=60)).isoformat(), "end_time": scheduled_end.isoformat(),
-            "extend_window_seconds": 60, "extend_by_seconds": 18})
-        assert response.status_code == 201, response.text
-        session = response.json()
+    session = admin_session(server, admin_token, "Signed first edition", ends_in=15, extend_window_seconds=60,
+                            extend_by_seconds=18)
+    scheduled_end = dt.datetime.fromisoformat(session["end_time"])
     assert session["extend_window_seconds"] == 60 and session["scheduled_end_time"] == session["end_time"]
 
     page.goto(f"{server}/sessions/{session['id']}/")
@@ -336,15 +343,8 @@ def test_the_page_shows_the_results_when_the_session_ends(server, chromium, make
     page = browser.new_context(viewport=DESKTOP).new_page()
     log_in(page, server, "winner", "/")
 
-    with httpx.Client(base_url=server, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as http:
-        product = http.post("/api/admin/products", json={"name": "Last-minute lamp"}).json()
-        now = timezone.now()
-        end = now + dt.timedelta(seconds=10)
-        response = http.post("/api/admin/sessions", json={
-            "product_id": product["id"], "upset_price": "10.00", "inventory": 1, "alpha": 1.0,
-            "start_time": (now - dt.timedelta(seconds=60)).isoformat(), "end_time": end.isoformat()})
-        assert response.status_code == 201, response.text
-        session_id = response.json()["id"]
+    session = admin_session(server, admin_token, "Last-minute lamp", ends_in=10)
+    session_id, end = session["id"], dt.datetime.fromisoformat(session["end_time"])
 
     page.goto(f"{server}/sessions/{session_id}/")
     expect_live(page)
