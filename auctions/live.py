@@ -168,14 +168,10 @@ def seq_floor_raise(session_id: object, seq: int) -> bool:
 
 
 _CLOSE = """
-local p = redis.call("HMGET", KEYS[1], "end_us", "ext_us")
-if not p[1] then
-  redis.call("HSET", KEYS[1], "closed", "1")
-  return {1, ""}
-end
-local end_us = tonumber(p[1])
-if p[2] and tonumber(p[2]) > end_us then
-  end_us = tonumber(p[2])
+local ext = redis.call("HGET", KEYS[1], "ext_us")
+local end_us = tonumber(ARGV[1])
+if ext and tonumber(ext) > end_us then
+  end_us = tonumber(ext)
 end
 local t = redis.call("TIME")
 local end_text = string.format("%.0f", end_us)
@@ -187,14 +183,17 @@ return {1, end_text}
 """
 
 
-def close(session_id: object) -> tuple[bool, int | None]:
-    """Settlement has begun: the bid script refuses every bid from now on, whatever the clocks say.
-    Only once Redis's clock has passed the effective end (a soft-close extension PostgreSQL does
-    not hold yet may have moved it), checked in the same atomic step: returns (closed, the
-    effective end in microseconds, None when the parameters are missing)."""
+def close(session_id: object, *, end_us: int) -> tuple[bool, int]:
+    """Settlement has begun: the bid script refuses every bid from now on, whatever the clocks or
+    stale parameters say. `end_us` is the end PostgreSQL holds, which the caller has seen pass;
+    only a soft-close extension PostgreSQL does not hold yet (`ext_us`, written by the bid script
+    alone) can keep the session open, checked in the same atomic step by Redis's clock. The
+    parameters' own `end_us` is not consulted: it may be stale. Returns (closed, the effective
+    end in microseconds)."""
     client = get_redis()
-    done, end_us = registered_script(client, "close", _CLOSE)(keys=[session_keys(session_id).params])
-    return bool(done), int(end_us) if end_us else None
+    done, effective = registered_script(client, "close", _CLOSE)(keys=[session_keys(session_id).params],
+                                                                  args=[end_us])
+    return bool(done), int(effective)
 
 
 def reopen(session_id: object) -> None:

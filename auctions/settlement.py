@@ -96,7 +96,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     if live.redis_clock_us() < to_us(session.end_time):
         raise ApplicationError(ErrorCode.SESSION_NOT_ENDED, "The session has not ended yet.")
 
-    closed, live_end_us = live.close(session.pk)
+    closed, live_end_us = live.close(session.pk, end_us=to_us(session.end_time))
     if not closed:
         # A soft-close extension PostgreSQL does not hold yet (persist_bids writes it within
         # seconds): record it now, so the due check stops picking the session before its end.
@@ -127,7 +127,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
                            locked.pk, locked.end_time)
             return None
         update_fields = ["final_price", "status", "settled_at", "updated_at"]
-        if live_end_us is not None and us_to_datetime(live_end_us) > locked.end_time:
+        if us_to_datetime(live_end_us) > locked.end_time:
             # The final effective end, should a stream entry that carried an extension be lost.
             locked.end_time = us_to_datetime(live_end_us)
             update_fields.append("end_time")
@@ -164,12 +164,11 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
                          final_price=outcome.final_price, seconds=seconds)
 
 
-def _end_follow(session_id, end_us: int | None) -> None:
+def _end_follow(session_id, end_us: int) -> None:
     """PostgreSQL's effective end moved up to Redis's (it only grows)."""
-    if end_us is not None:
-        end = us_to_datetime(end_us)
-        BiddingSession.objects.filter(pk=session_id, end_time__lt=end).exclude(
-            status=SessionStatus.SETTLED).update(end_time=end)
+    end = us_to_datetime(end_us)
+    BiddingSession.objects.filter(pk=session_id, end_time__lt=end).exclude(
+        status=SessionStatus.SETTLED).update(end_time=end)
 
 
 def _after_settled(session_id: str) -> None:
