@@ -295,19 +295,19 @@ def persist_lag() -> list[PersistLag]:
     Redis's clock; entries are deleted once in PostgreSQL, so that age is the persist lag)."""
     client = get_redis()
     session_ids = sessions_to_persist()
+    # TIME on its own: a cluster pipeline takes only commands with keys.
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
     pipe = client.pipeline(transaction=False)
-    pipe.time()
     for session_id in session_ids:
         stream = session_keys(session_id).stream
         pipe.xlen(stream)
         pipe.xrange(stream, count=1)
         pipe.xpending(stream, PERSIST_GROUP)
     replies = pipe.execute(raise_on_error=False)
-    seconds, micros = replies[0]
-    now_ms = seconds * 1000 + micros // 1000
     lags = []
     for n, session_id in enumerate(session_ids):
-        length, first, pending = replies[1 + 3 * n: 4 + 3 * n]
+        length, first, pending = replies[3 * n: 3 + 3 * n]
         if isinstance(length, Exception) or not length:
             continue
         oldest_ms = int(first[0][0].split("-")[0]) if first and not isinstance(first, Exception) else now_ms

@@ -149,7 +149,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
 def _after_settled(session_id: str) -> None:
     """Mark the live state settled (bids refused, board says settled) and keep it a while."""
     keys = live.session_keys(session_id)
-    pipe = get_redis().pipeline()
+    pipe = get_redis().pipeline(transaction=True)
     pipe.hset(keys.params, "settled", "1")
     pipe.hincrby(keys.meta, "ver", 1)
     for name in keys.all():

@@ -13,7 +13,9 @@ from auctions import recovery, settlement, verification
 
 logger = logging.getLogger(__name__)
 
-OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DatabaseError)
+# On a cluster also a shard that is down (ClusterDownError) or a slot no reachable node serves.
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+           redis.exceptions.SlotNotCoveredError, DatabaseError)
 
 
 def _run(task: str, service, retry_hint: str):
