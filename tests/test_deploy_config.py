@@ -658,12 +658,13 @@ def test_self_signed_cert_names_the_hosts_and_keeps_its_key_private(tmp_path):
 
 
 def test_shell_scripts_parse_and_render_refuses_an_unset_placeholder(tmp_path):
-    subprocess.run(["bash", "-n", str(DEPLOY / "scale-out.sh")], check=True)
+    for script in ("scale-out.sh", "redis-cluster.sh"):
+        subprocess.run(["bash", "-n", str(DEPLOY / script)], check=True)
     for script in ("render.sh", "pgbouncer-start.sh", "postgres-init.sh", "self-signed-cert.sh"):
         subprocess.run(["sh", "-n", str(DEPLOY / script)], check=True)
     lint = subprocess.run([_binary("shellcheck"), *(str(DEPLOY / s) for s in (
         "scale-out.sh", "render.sh", "pgbouncer-start.sh", "postgres-init.sh", "self-signed-cert.sh", "bootstrap.sh",
-        "up.sh", "test.sh", "debian-packages.sh"))],
+        "up.sh", "test.sh", "debian-packages.sh", "redis-cluster.sh"))],
         capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
     template = tmp_path / "t.conf"

@@ -13,7 +13,7 @@ from auctions.models import Bid, BidEvent
 from core.redis import get_redis
 from tests import bidding
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def test_entries_of_a_user_removed_behind_djangos_back_are_skipped_and_acknowledged(make_session):

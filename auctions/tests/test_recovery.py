@@ -16,7 +16,7 @@ from core.exceptions import ApplicationError, ErrorCode
 from core.redis import get_redis, session_key
 from tests import bidding
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def _bid(session, user, price: str):

@@ -13,7 +13,7 @@ from auctions.rules import to_us
 from core.redis import get_redis
 from tests import bidding, processes
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def _wait_ended(*sessions) -> None:
