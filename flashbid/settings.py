@@ -292,6 +292,12 @@ PERSIST_INTERVAL_SECONDS = env_float("PERSIST_INTERVAL_SECONDS", 5.0)
 SETTLE_INTERVAL_SECONDS = env_float("SETTLE_INTERVAL_SECONDS", 10.0)
 # Stream entries pending this long on a consumer (a dead or stuck worker) are reclaimed by another.
 PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
+# Each tick hands the sessions out to the workers in shares (one task each): of open sessions to
+# persist, of ended sessions to settle. A tick settles at most SETTLE_SESSIONS_PER_TICK sessions
+# (the earliest ended first; the rest next tick).
+PERSIST_SESSIONS_PER_TASK = env_int("PERSIST_SESSIONS_PER_TASK", 50)
+SETTLE_SESSIONS_PER_TASK = env_int("SETTLE_SESSIONS_PER_TASK", 10)
+SETTLE_SESSIONS_PER_TICK = env_int("SETTLE_SESSIONS_PER_TICK", 200)
 
 # --- Auth and the bidding engine ---------------------------------------------------------------
 

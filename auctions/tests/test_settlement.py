@@ -199,3 +199,52 @@ def test_settled_within_15_seconds_of_the_end_with_the_default_schedule(started,
     print(f"\nsettled {lag:.2f} s after end_time (SETTLE_INTERVAL_SECONDS=10)")
     assert 0 <= lag <= 15
     bidding.assert_settled_as_expected(session, accepted)
+
+
+def test_two_workers_given_the_same_ended_sessions_split_them_and_settle_each_once(make_session):
+    users = bidding.bidders(5)
+    sessions = [make_session(starts_in=-5, lasts=6, inventory=2) for _ in range(16)]
+    placed = bidding.place_in_sessions({s.pk: [(u, [f"{20 + n}.00"]) for n, u in enumerate(users)]
+                                        for s in sessions})
+    _wait_ended(*sessions)
+    ids = settlement.sessions_due(limit=100)
+    assert sorted(ids) == sorted(str(s.pk) for s in sessions)
+
+    barrier = threading.Barrier(2)
+    settled, errors = [], []
+
+    def worker():
+        try:
+            barrier.wait()
+            settled.append(settlement.sessions_settle(ids))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    print(f"\nsettled by one worker: {len(settled[0])}, by the other: {len(settled[1])}")
+    assert settled[0] and settled[1] and not set(settled[0]) & set(settled[1])
+    assert sorted(settled[0] + settled[1]) == sorted(ids)
+    for session in sessions:
+        bidding.assert_settled_as_expected(session, placed[session.pk][0])
+
+
+def test_a_tick_settles_a_bounded_share_and_hands_the_rest_out(make_session, settings):
+    settings.SETTLE_SESSIONS_PER_TICK = 7
+    settings.SETTLE_SESSIONS_PER_TASK = 3
+    sessions = [make_session(starts_in=-5, lasts=1 + n / 100) for n in range(9)]  # ends in this order
+    _wait_ended(*sessions)
+    handed_out = []
+    settled = settlement.sessions_settle_due(share_out=handed_out.append)
+    by_end = [str(s.pk) for s in sessions]
+    assert settled == by_end[:3]  # the earliest ends, here
+    assert handed_out == [by_end[3:6], by_end[6:7]]  # 7 per tick: the last two wait for the next
+    assert BiddingSession.objects.filter(status="settled").count() == 3
