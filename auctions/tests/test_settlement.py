@@ -13,7 +13,8 @@ from auctions.rules import to_us
 from core.redis import get_redis
 from tests import bidding, processes
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
+# Every test but the schedule's also runs with the engine on a Redis Cluster (pytest.mark.cluster).
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def _wait_ended(*sessions) -> None:
@@ -33,6 +34,7 @@ def _settled_lines(*workers) -> list[str]:
 
 
 @pytest.mark.system
+@pytest.mark.cluster
 def test_settlement_by_the_worker_equals_the_rules(started, make_session):
     """Four sessions end while a worker and beat run (settle every 1 s; the persist tick never
     comes, so the settlement drains the streams itself): the normal case with re-bids, fewer
@@ -74,6 +76,7 @@ def test_settlement_by_the_worker_equals_the_rules(started, make_session):
     assert sorted(_settled_lines(worker)) == sorted(str(s.pk) for s in (normal, fewer, empty, ties))
 
 
+@pytest.mark.cluster
 def test_concurrent_settlements_from_threads_settle_once(make_session):
     """Eight threads call session_settle at the same moment (and one runs a persist tick) on an
     ended session whose stream is not drained yet: one settlement, unique rankings, nothing lost."""
@@ -121,6 +124,7 @@ def test_concurrent_settlements_from_threads_settle_once(make_session):
     assert not bidding.mismatch(session.pk, accepted)
 
 
+@pytest.mark.cluster
 def test_settlement_claims_entries_another_consumer_is_still_writing(make_session, monkeypatch):
     """A persist tick reads the session's last entries at the moment the settlement's own drain
     has passed its reclaim step: the settlement must wait for / claim them, not settle on the
@@ -160,6 +164,7 @@ def test_settlement_claims_entries_another_consumer_is_still_writing(make_sessio
 
 
 @pytest.mark.system
+@pytest.mark.cluster
 def test_two_workers_and_two_beats_settle_each_session_once(started, make_session):
     env = {"SETTLE_INTERVAL_SECONDS": "1", "PERSIST_INTERVAL_SECONDS": "1"}
     workers = [started(processes.celery_worker, name=f"w{n}", **env) for n in (1, 2)]
@@ -201,6 +206,7 @@ def test_settled_within_15_seconds_of_the_end_with_the_default_schedule(started,
     bidding.assert_settled_as_expected(session, accepted)
 
 
+@pytest.mark.cluster
 def test_two_workers_given_the_same_ended_sessions_split_them_and_settle_each_once(make_session):
     users = bidding.bidders(5)
     sessions = [make_session(starts_in=-5, lasts=6, inventory=2) for _ in range(16)]
@@ -237,6 +243,7 @@ def test_two_workers_given_the_same_ended_sessions_split_them_and_settle_each_on
         bidding.assert_settled_as_expected(session, placed[session.pk][0])
 
 
+@pytest.mark.cluster
 def test_a_tick_settles_a_bounded_share_and_hands_the_rest_out(make_session, settings):
     settings.SETTLE_SESSIONS_PER_TICK = 7
     settings.SETTLE_SESSIONS_PER_TASK = 3
