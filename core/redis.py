@@ -21,6 +21,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis | aioredis.RedisCluster]" = (
     weakref.WeakKeyDictionary()
@@ -28,24 +30,43 @@ _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.R
 
 
 class _AsyncCluster(aioredis.RedisCluster):
-    """redis-py's async cluster client with what it lacks next to the plain client's blocking pool:
+    """redis-py's async cluster client, made to behave like the plain client of the bid path:
 
     - a command waits for one of `in_flight` slots instead of failing: past its `max_connections`
       a node's pool raises MaxConnectionsError rather than wait; with at most `in_flight` commands
       under way (each uses one connection of one node) no node's pool runs out (pipelines are
       few, one per node and tick, and counted in the nodes' headroom, not here, so that one
       retrying a command alone never waits on the slots it holds);
+    - no command is sent twice: the cluster client retries a command whose connection failed,
+      which may have run already (a bid accepted, then refused as not higher on the retry). A
+      connection error is answered (503, the client's retry is its own) and the next command
+      finds the topology again (MOVED and ASK are still followed: the command had not run);
     - the client is initialized (cluster topology) before a command starts: in redis-py 8.1
-      commands racing on a fresh or re-initializing client could write to a closed transport."""
+      commands racing on a fresh or re-initializing client could write to a transport closed
+      under them while connecting, a TypeError from asyncio, taken here for the connection error
+      it is (the command was not sent)."""
 
     def __init__(self, *args, in_flight: int, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, retry=Retry(NoBackoff(), 0), **kwargs)
         self._in_flight = asyncio.Semaphore(in_flight)
 
     async def execute_command(self, *args, **kwargs):
         await self.initialize()  # at once when initialized; else one initialization, the others wait
         async with self._in_flight:
-            return await super().execute_command(*args, **kwargs)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except TypeError as exc:
+                if not _closed_transport(exc):
+                    raise
+                raise redis.ConnectionError("the connection was closed while it was being opened") from exc
+
+
+def _closed_transport(exc: TypeError) -> bool:
+    """Whether the TypeError came from asyncio writing to a transport closed under it."""
+    frame = exc.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_code.co_filename.endswith(("selector_events.py", "streams.py"))
 
 
 def redis_client_new(*, timeout: float = 10, **options) -> redis.Redis | redis.RedisCluster:
