@@ -1,4 +1,4 @@
-.PHONY: up test lint bench chaos chaos-cluster scale-out scale-out-cluster scale-out-stop
+.PHONY: up test lint bench bench-cluster chaos chaos-cluster scale-out scale-out-cluster scale-out-stop
 
 up:  ## bring the whole system up (web, worker, beat, flower); Ctrl-C stops it
 	deploy/up.sh
@@ -22,6 +22,10 @@ bench:  ## the benchmark suite (production configuration, loopback); ARGS="--rec
 	deploy/bootstrap.sh requirements.txt
 	deploy/debian-packages.sh wrk
 	.venv/bin/python bench/run.py $(ARGS)
+
+bench-cluster:  ## the scale-out figures (~2 min): the bid script under redis-benchmark, 1 vs 3 shards, persist with 1 vs 2 workers over 200 sessions
+	deploy/bootstrap.sh requirements.txt
+	.venv/bin/python bench/cluster.py $(ARGS)
 
 chaos:  ## the chaos run (~3 min, loopback, as root): own PostgreSQL + Redis, faults injected during a session, durability checked; ARGS="--seed 1 --keep"
 	deploy/bootstrap.sh requirements.txt
