@@ -3,6 +3,7 @@ hash tag), user hashes spread too, and scripts survive a script cache emptied on
 
 import pytest
 import redis
+import redis.asyncio
 
 from accounts.user_cache import user_hash_key
 from auctions import live
@@ -53,3 +54,13 @@ def test_a_script_cache_emptied_on_every_node_never_reaches_the_bidder(make_sess
     for session in sessions:
         accepted, rejected = bidding.place(session.pk, [(users[1], ["30.00"])])
         assert len(accepted) == 1 and not rejected
+
+
+async def test_the_bid_paths_cluster_client_never_sends_a_command_twice():
+    """A command whose connection failed may have run (a bid accepted): it is answered 503, never
+    sent again by the client (core.redis._AsyncCluster; the chaos run on a cluster caught it)."""
+    from core.redis import get_async_redis
+
+    client = get_async_redis()
+    assert isinstance(client, redis.asyncio.RedisCluster)
+    assert client.retry.get_retries() == 0
