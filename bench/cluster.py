@@ -80,8 +80,8 @@ class Stores:
         deadline = time.monotonic() + 30
         while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() \
                 != "PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis on {port} did not start")
+            if time.monotonic() > deadline or self.procs[-1].poll() is not None:
+                raise RuntimeError(f"redis on {port} did not start:\n{(directory / 'redis.log').read_text()[-2000:]}")
             time.sleep(0.05)
 
     def start(self) -> None:
@@ -185,12 +185,28 @@ def run_benchmarks(jobs: list[tuple[int, str, str]], *, requests: int, clients: 
             "accepted_per_s": round(done / seconds), "reported_rps_sum": round(sum(reported))}
 
 
+def usec_per_bid(port: int) -> float:
+    """Redis's own time per EVALSHA since its stats were reset (INFO commandstats): the script's
+    cost inside Redis, whatever the load generator costs."""
+    import redis
+
+    client = redis.Redis(port=port)
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    client.config_resetstat()
+    client.close()
+    return round(float(stats.get("usec_per_call", 0.0)), 2)
+
+
 def ceiling(stores: Stores, requests: int) -> dict:
     session_id = str(uuid.uuid4())
     sha = sessions_load(stores.plain_port, [session_id])
     job = [(stores.plain_port, sha, session_id)]
-    return {"unpipelined (-c 50)": run_benchmarks(job, requests=requests, clients=50, pipeline=1),
-            "pipelined (-c 50 -P 16)": run_benchmarks(job, requests=requests * 4, clients=50, pipeline=16)}
+    usec_per_bid(stores.plain_port)  # reset
+    out = {"unpipelined (-c 50)": run_benchmarks(job, requests=requests, clients=50, pipeline=1)}
+    out["unpipelined (-c 50)"]["usec_in_redis"] = usec_per_bid(stores.plain_port)
+    out["pipelined (-c 50 -P 16)"] = run_benchmarks(job, requests=requests * 4, clients=50, pipeline=16)
+    out["pipelined (-c 50 -P 16)"]["usec_in_redis"] = usec_per_bid(stores.plain_port)
+    return out
 
 
 def shards(stores: Stores, sessions: int, requests: int) -> dict:
