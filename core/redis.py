@@ -34,9 +34,8 @@ class _AsyncCluster(aioredis.RedisCluster):
 
     - a command waits for one of `in_flight` slots instead of failing: past its `max_connections`
       a node's pool raises MaxConnectionsError rather than wait; with at most `in_flight` commands
-      under way (each uses one connection of one node) no node's pool runs out (pipelines are
-      few, one per node and tick, and counted in the nodes' headroom, not here, so that one
-      retrying a command alone never waits on the slots it holds);
+      under way (each uses one connection of one node) no node's pool runs out. Pipelines are not
+      counted: they are few (the broadcaster's, one per tick), and the pools keep headroom for them;
     - no command is sent twice: the cluster client retries a command whose connection failed,
       which may have run already (a bid accepted, then refused as not higher on the retry). A
       connection error is answered (503, the client's retry is its own) and the next command
