@@ -1,8 +1,14 @@
 """Fixtures shared by every app's tests: a clean Redis database, fast password hashing, users,
-tokens and sessions. Tests run on real PostgreSQL (a test database) and real Redis (database 15)."""
+tokens and sessions. Tests run on real PostgreSQL (a test database) and real Redis (database 15).
+
+Tests marked `cluster` run twice: on that Redis ([single]) and with the engine on a Redis Cluster of
+3 masters started for the test session ([cluster]; the broker, the channel layer and the cache
+stay on the plain Redis, as deployed). `--redis-cluster=off` runs only the first, `only` only the
+second; REDIS_TEST_CLUSTER_URL names a cluster of one's own instead (it is flushed: a test one)."""
 
 import datetime as dt
 import itertools
+import os
 from decimal import Decimal
 
 import httpx
@@ -11,6 +17,58 @@ from django.conf import settings
 from django.utils import timezone
 
 _counter = itertools.count(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--redis-cluster", choices=("also", "off", "only"), default="also",
+                     help="tests marked `cluster`: also on a Redis Cluster (default), not, or only there "
+                          "(`only` deselects every other test)")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("cluster")
+    if "engine_redis" in metafunc.fixturenames and marker:
+        modes = {"also": ["single", "cluster"], "off": ["single"], "only": ["cluster"]}
+        modes = modes[metafunc.config.getoption("redis_cluster")]
+        if marker.kwargs.get("only"):  # a test of the cluster itself
+            modes = [mode for mode in modes if mode == "cluster"]
+        metafunc.parametrize("engine_redis", modes, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("redis_cluster") != "only":
+        return
+    selected = [item for item in items if item.get_closest_marker("cluster")]
+    config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("cluster")])
+    items[:] = selected
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory):
+    """The URL of a node of the tests' Redis Cluster (started on first use, stopped at the end)."""
+    if url := os.environ.get("REDIS_TEST_CLUSTER_URL"):
+        yield url
+        return
+    from tests.redis_cluster import LocalCluster
+
+    cluster = LocalCluster.start(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def engine_redis(request):
+    """Where this test's engine state lives: "single" (REDIS_URL) or "cluster" (tests marked
+    `cluster`, their second run: the tests' Redis Cluster)."""
+    mode = getattr(request, "param", "single")
+    if mode == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        overrides = request.getfixturevalue("settings")
+        # The broker, the channel layer and the cache keep their plain Redis (settings defaulted
+        # them to REDIS_URL when it was one); core.redis makes new clients on this change.
+        overrides.REDIS_URL = url
+        overrides.REDIS_CLUSTER = True
+    return mode
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,12 +88,17 @@ def _close_db_pool_before_teardown(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
-def _redis_clean():
+def _redis_clean(engine_redis):
+    import redis
+
     from accounts.user_cache import local_clear
     from core.redis import get_redis
     from leaderboard import selectors
 
     client = get_redis()
+    if engine_redis == "cluster":
+        client.flushdb()  # every primary of the tests' own cluster
+        client = redis.Redis.from_url(settings.CACHE_URL)  # the plain Redis: broker, channel layer, cache
     db = client.connection_pool.connection_kwargs.get("db", 0)
     assert db != 0, "tests refuse to flush Redis database 0: set REDIS_URL to a test database"
     client.flushdb()
@@ -111,7 +174,9 @@ async def api():
 
 
 def pytest_report_header(config):
-    return [f"redis: {settings.REDIS_URL}", f"database: {settings.DATABASES['default']['NAME']} (test_ prefix)"]
+    return [f"redis: {settings.REDIS_URL}; tests marked `cluster`: {config.getoption('redis_cluster')} on a "
+            f"Redis Cluster ({os.environ.get('REDIS_TEST_CLUSTER_URL') or 'started for the run'})",
+            f"database: {settings.DATABASES['default']['NAME']} (test_ prefix)"]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from accounts.models import User
 from core.db import orm
 from core.metrics import AUTH_CACHE
 from core.redis import get_async_redis, get_redis, key
-from core.scripts import lua_sources, script
+from core.scripts import lua_sources, script, script_queue
 
 USER_HASH_TTL_SECONDS = 24 * 3600
 SOURCES = lua_sources(Path(__file__).resolve().parent / "lua", "user_store")
@@ -87,10 +87,14 @@ def user_cache_store(user: User, *, pipe=None, fill: bool = False) -> dict[str, 
     args = [USER_HASH_TTL_SECONDS, "fill" if fill else "store", fields["ver"]]
     for name, value in fields.items():
         args += [name, value]
-    reply = script(get_redis(), "user_store", SOURCES["user_store"])(
-        keys=[user_hash_key(user.pk)], args=args, client=pipe if pipe is not None else get_redis())
+    user_store = script(get_redis(), "user_store", SOURCES["user_store"])
+    if pipe is not None:
+        script_queue(pipe, user_store, keys=[user_hash_key(user.pk)], args=args)
+        local_forget(str(user.pk))
+        return fields
+    reply = user_store(keys=[user_hash_key(user.pk)], args=args)
     local_forget(str(user.pk))
-    if pipe is not None or not reply:
+    if not reply:
         return fields
     return dict(zip(reply[::2], reply[1::2], strict=True))
 

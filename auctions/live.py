@@ -6,7 +6,8 @@ The state is *whole* when params and meta carry the same `epoch`; only a restore
 eviction) is never taken for a session without bids: every script refuses it with "no_params".
 
 Every key of a session shares the hash tag {<session_id>} (core.redis.session_key), so each
-script stays valid on Redis Cluster.
+script and each MULTI stays valid on Redis Cluster. A MULTI is asked for by name
+(`pipeline(transaction=True)`): redis-py's cluster pipeline is not one by default.
 """
 
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def params_store(session: BiddingSession) -> None:
     restores the state. An end moved into the future reopens a closed session."""
     keys = session_keys(session.pk)
     reopened = session.status != SessionStatus.SETTLED and to_us(session.end_time) > redis_clock_us()
-    pipe = get_redis().pipeline()
+    pipe = get_redis().pipeline(transaction=True)
     pipe.hdel(keys.params, "missing", "settled", *(["closed"] if reopened else []))
     pipe.hset(keys.params, mapping=params_fields(session))
     pipe.execute()
@@ -92,7 +93,7 @@ def params_store(session: BiddingSession) -> None:
 def missing_remember(session_id: object) -> None:
     """Remember briefly that there is no such session, so repeated unknown ids cost one query per
     MISSING_TTL_SECONDS."""
-    pipe = get_redis().pipeline()
+    pipe = get_redis().pipeline(transaction=True)
     pipe.hset(session_key(session_id, "params"), mapping={"missing": "1", "start_us": "0"})
     pipe.expire(session_key(session_id, "params"), MISSING_TTL_SECONDS)
     pipe.execute()
@@ -207,7 +208,7 @@ def state_write(session: BiddingSession, *, bids: list[Bid], names: dict[str, st
     the stored scores and tie order (seq), each bidder's price, names, highest price, the counters,
     and the new `epoch` in params and meta together, which makes the state whole again."""
     keys = session_keys(session.pk)
-    pipe = get_redis().pipeline()
+    pipe = get_redis().pipeline(transaction=True)
     pipe.delete(keys.rank, keys.bids, keys.names, keys.meta, keys.params)
     fields = params_fields(session)
     fields["epoch"] = epoch

@@ -9,10 +9,16 @@ pending, to be re-read by its consumer or reclaimed by another after settings.PE
 A seq PostgreSQL already holds for a *different* bid means Redis lost writes and handed it out
 again: that bid is an alert (logged, counted) and is kept under a new seq, never skipped. After
 each batch Redis's seq is raised above what was written, so it hands out no seq PostgreSQL holds.
+
+Work is shared between any number of processes, session by session: whoever drains a session
+holds its drain lease (`drain_lease`), so each session is drained by one process at a time while
+the others take other sessions. A tick hands the open sessions out in shares (`sessions_shares`),
+one per worker task.
 """
 
 import logging
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from auctions.live import seq_floor_raise, session_keys
 from auctions.models import BiddingSession, SessionStatus
 from auctions.rules import us_to_datetime
 from core.metrics import PERSIST_BATCH_ROWS, PERSIST_BATCH_SECONDS, PERSIST_SEQ_CONFLICTS, PERSIST_SKIPPED
-from core.redis import get_redis, key
+from core.redis import get_redis, session_key
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +42,10 @@ BATCH_SIZE = 5_000
 # A tick drains at most this many batches per session, so one tick stays bounded (~1 s at
 # 50k rows/s); the rest waits for the next tick.
 MAX_BATCHES_PER_TICK = 20
-# The tick lock only keeps ticks from overlapping (overlap would be harmless: writes are
-# idempotent). It is short and renewed after every batch, so a worker killed mid-tick blocks the
-# next ticks for at most this long, not for the length of a whole tick.
-LOCK_TIMEOUT_SECONDS = 10
+# A drain lease outlives any one batch and is renewed after each, so a process killed mid-drain
+# keeps the session from the others for at most this long. Were it to run out under a slow batch,
+# two processes would drain the session at once for a while: harmless, the writes are idempotent.
+DRAIN_LEASE_SECONDS = 10
 
 
 def consumer_name() -> str:
@@ -53,6 +59,11 @@ class PersistReport:
     sessions: dict[str, int] = field(default_factory=dict)
     # Sessions whose Redis seq was below what PostgreSQL now holds: Redis lost writes.
     behind: set[str] = field(default_factory=set)
+    # Sessions drained here (under their lease), skipped because another process held the lease,
+    # and left for the next tick (the time budget ran out).
+    drained: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
     def add(self, session_id: str, events: int, bids: int) -> None:
         self.events += events
@@ -61,7 +72,8 @@ class PersistReport:
             self.sessions[session_id] = self.sessions.get(session_id, 0) + events
 
     def as_dict(self) -> dict:
-        return {"events": self.events, "bids": self.bids, "sessions": self.sessions, "behind": sorted(self.behind)}
+        return {"events": self.events, "bids": self.bids, "sessions": self.sessions, "behind": sorted(self.behind),
+                "drained": self.drained, "busy": self.busy, "left": self.left}
 
 
 def _ensure_group(client: redis.Redis, stream: str) -> None:
@@ -213,13 +225,38 @@ def _apply(client: redis.Redis, stream: str, session_id: str, entries: list, rep
     PERSIST_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
+def drain_lease(session_id, *, wait: float | None = None):
+    """The session's drain lease: a redis-py Lock (SET NX with an expiry; only its holder renews or
+    deletes it) on a key in the session's own slot. `wait`: seconds to wait for it, else none."""
+    return get_redis().lock(session_key(session_id, "drain"), timeout=DRAIN_LEASE_SECONDS,
+                            blocking=wait is not None, blocking_timeout=wait)
+
+
+def _lease_renew(lease) -> None:
+    try:
+        lease.reacquire()
+    except redis.exceptions.LockError:
+        # Expired under a slow batch (and maybe taken): harmless, the writes are idempotent.
+        logger.warning("persist: a drain lease expired during the drain")
+
+
+def _lease_release(lease) -> None:
+    try:
+        lease.release()
+    except redis.exceptions.LockError:
+        logger.warning("persist: a drain lease expired before the drain ended")
+
+
 def session_drain(*, session_id: str, report: PersistReport | None = None, reclaim_idle_ms: int | None = None,
                   max_batches: int = MAX_BATCHES_PER_TICK, on_batch=None) -> PersistReport:
     """Persist a session's stream: first this consumer's own pending entries, then entries pending
     on other consumers for `reclaim_idle_ms` (XAUTOCLAIM, following its cursor; default
     settings.PERSIST_RECLAIM_IDLE_MS), then new ones. `on_batch()` is called after each batch.
 
-    The settlement calls it with reclaim_idle_ms=0 and no batch bound, to leave nothing behind."""
+    Runs under the session's drain lease, held by the caller (sessions_persist renews it from
+    `on_batch`); without it a drain is still correct, only no longer alone. The settlement calls it
+    (through session_drain_completely) with reclaim_idle_ms=0 and no batch bound, to leave nothing
+    behind."""
     report = report or PersistReport()
     if reclaim_idle_ms is None:
         reclaim_idle_ms = settings.PERSIST_RECLAIM_IDLE_MS
@@ -271,24 +308,69 @@ class DrainIncomplete(RuntimeError):
 def session_drain_completely(*, session_id: str) -> None:
     """Drain the stream until no entry is pending on any consumer: every entry anyone read is
     claimed and written, never skipped (an entry acknowledged by anyone was committed first).
-    For a session no bid can be added to (closed, or held by a restore)."""
-    client = get_redis()
-    stream = session_keys(session_id).stream
-    for round_ in range(DRAIN_ROUNDS):
-        if round_:
-            time.sleep(0.05)
-        session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9)
-        pending = client.xpending(stream, PERSIST_GROUP)["pending"]
-        if not pending:
-            return
-        logger.info("drain of %s: %d entries still pending on other consumers; draining again", session_id, pending)
-    raise DrainIncomplete(f"session {session_id}: stream entries still pending after {DRAIN_ROUNDS} rounds")
+    For a session no bid can be added to (closed, or held by a restore). Takes the session's drain
+    lease, waiting for a tick that holds it (a dead holder's runs out within DRAIN_LEASE_SECONDS)."""
+    lease = drain_lease(session_id, wait=DRAIN_LEASE_SECONDS + 1)
+    if not lease.acquire():
+        raise DrainIncomplete(f"session {session_id}: its drain lease stayed taken for {DRAIN_LEASE_SECONDS + 1} s")
+    try:
+        client = get_redis()
+        stream = session_keys(session_id).stream
+        for round_ in range(DRAIN_ROUNDS):
+            if round_:
+                time.sleep(0.05)
+            session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9,
+                          on_batch=lambda: _lease_renew(lease))
+            pending = client.xpending(stream, PERSIST_GROUP)["pending"]
+            if not pending:
+                return
+            logger.info("drain of %s: %d entries still pending on other consumers; draining again", session_id,
+                        pending)
+        raise DrainIncomplete(f"session {session_id}: stream entries still pending after {DRAIN_ROUNDS} rounds")
+    finally:
+        _lease_release(lease)
 
 
 def sessions_to_persist() -> list[str]:
     """Sessions whose streams may hold entries: started and not yet settled."""
     return [str(pk) for pk in BiddingSession.objects.exclude(status=SessionStatus.SETTLED)
             .filter(start_time__lte=timezone.now()).values_list("pk", flat=True)]
+
+
+def sessions_shares(*, per_share: int) -> list[list[str]]:
+    """Every session to persist, in random order, in shares of at most `per_share`: one per task,
+    so that a tick keeps every worker busy when there are many sessions."""
+    session_ids = sessions_to_persist()
+    random.shuffle(session_ids)
+    return [session_ids[n:n + per_share] for n in range(0, len(session_ids), per_share)]
+
+
+def sessions_persist(session_ids: list[str], *, budget_seconds: float | None = None) -> PersistReport:
+    """Drain these sessions' streams, each under its drain lease, in random order (processes given
+    the same sessions spread over them): a session whose lease another process holds is skipped
+    (`busy`: that process drains it). Once `budget_seconds` have passed no further session is
+    taken (`left`: the next tick's).
+
+    Cost: per session drained, at most MAX_BATCHES_PER_TICK x BATCH_SIZE entries (~1 s at 50k
+    rows/s), and about 6 Redis round trips when its stream has nothing new."""
+    report = PersistReport()
+    order = list(session_ids)
+    random.shuffle(order)
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    for n, session_id in enumerate(order):
+        if deadline is not None and time.monotonic() >= deadline:
+            report.left = order[n:]
+            break
+        lease = drain_lease(session_id)
+        if not lease.acquire():
+            report.busy.append(session_id)
+            continue
+        try:
+            session_drain(session_id=session_id, report=report, on_batch=lambda lease=lease: _lease_renew(lease))
+            report.drained.append(session_id)
+        finally:
+            _lease_release(lease)
+    return report
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,19 +386,19 @@ def persist_lag() -> list[PersistLag]:
     Redis's clock; entries are deleted once in PostgreSQL, so that age is the persist lag)."""
     client = get_redis()
     session_ids = sessions_to_persist()
+    # TIME on its own: a cluster pipeline takes only commands with keys.
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
     pipe = client.pipeline(transaction=False)
-    pipe.time()
     for session_id in session_ids:
         stream = session_keys(session_id).stream
         pipe.xlen(stream)
         pipe.xrange(stream, count=1)
         pipe.xpending(stream, PERSIST_GROUP)
     replies = pipe.execute(raise_on_error=False)
-    seconds, micros = replies[0]
-    now_ms = seconds * 1000 + micros // 1000
     lags = []
     for n, session_id in enumerate(session_ids):
-        length, first, pending = replies[1 + 3 * n: 4 + 3 * n]
+        length, first, pending = replies[3 * n: 3 + 3 * n]
         if isinstance(length, Exception) or not length:
             continue
         oldest_ms = int(first[0][0].split("-")[0]) if first and not isinstance(first, Exception) else now_ms
@@ -325,33 +407,10 @@ def persist_lag() -> list[PersistLag]:
     return lags
 
 
-def _lock_renew(lock) -> None:
-    try:
-        lock.reacquire()
-    except redis.exceptions.LockError:
-        # Expired (a batch slower than the timeout) and maybe taken: harmless, writes are idempotent.
-        logger.warning("persist_bids: the lock expired during the run")
-
-
 def bids_persist_all() -> dict:
-    """One persist tick over every open session, under a lock so that ticks never overlap.
-
-    Cost: at most MAX_BATCHES_PER_TICK x BATCH_SIZE entries per session per tick."""
-    report = PersistReport()
-    client = get_redis()
-    lock = client.lock(key("lock", "persist"), timeout=LOCK_TIMEOUT_SECONDS, blocking=False)
-    if not lock.acquire():
-        logger.info("persist_bids: another run holds the lock; skipping this tick")
-        return report.as_dict()
-    try:
-        for session_id in sessions_to_persist():
-            session_drain(session_id=session_id, report=report, on_batch=lambda: _lock_renew(lock))
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            logger.warning("persist_bids: the lock expired before the run ended")
-    return report.as_dict()
+    """Persist every open session's stream now, each under its drain lease (sessions another
+    process is draining are skipped: it drains them)."""
+    return sessions_persist(sessions_to_persist()).as_dict()
 
 
 class PersistLagCollector:

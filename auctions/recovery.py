@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 
+from django.conf import settings
 from django.db.models import Max
 
 from auctions import live, persistence
@@ -171,12 +172,12 @@ def live_state_restore(*, session_id, reason: str = "rebuild") -> int:
         _release(lock)
 
 
-def live_states_check(*, behind: set[str] = frozenset()) -> list[str]:
-    """After a persist tick: for every open session, restore a state that is not whole (even with
+def live_states_check(session_ids: list[str], *, behind: set[str] = frozenset()) -> list[str]:
+    """After a persist tick drained these sessions: restore a state that is not whole (even with
     no reader), and repair one that is older than PostgreSQL (Redis lost writes: an alert).
     `behind`: sessions the tick already found older (persistence.PersistReport.behind)."""
     restored = []
-    for session_id in persistence.sessions_to_persist():
+    for session_id in session_ids:
         if not live.is_whole(session_id):
             if live_state_ensure(session_id=session_id) == "restored":
                 restored.append(session_id)
@@ -202,9 +203,22 @@ def _release(lock) -> None:
         logger.warning("restore lock expired before it was released")
 
 
-def persist_tick() -> dict:
-    """One beat tick of the write-behind: persist every open session's stream, then make sure each
-    one's live state is whole and not older than what PostgreSQL now holds."""
-    report = persistence.bids_persist_all()
-    report["restored"] = live_states_check(behind=set(report["behind"]))
+def persist_tick(*, session_ids: list[str] | None = None, share_out=None, budget_seconds: float | None = None) -> dict:
+    """A tick of the write-behind: persist the streams of `session_ids` (default: every open
+    session), each under its drain lease, then make sure the live state of each session drained
+    here is whole and not older than what PostgreSQL now holds.
+
+    With `share_out` (the beat's tick), every open session is split into shares of
+    settings.PERSIST_SESSIONS_PER_TASK: this call keeps the first, `share_out(share)` gets each
+    other one (a task for any worker). `budget_seconds` bounds the time spent taking sessions
+    (persistence.sessions_persist)."""
+    if share_out is not None:
+        shares = persistence.sessions_shares(per_share=settings.PERSIST_SESSIONS_PER_TASK)
+        for share in shares[1:]:
+            share_out(share)
+        session_ids = shares[0] if shares else []
+    elif session_ids is None:
+        session_ids = persistence.sessions_to_persist()
+    report = persistence.sessions_persist(session_ids, budget_seconds=budget_seconds).as_dict()
+    report["restored"] = live_states_check(report["drained"], behind=set(report["behind"]))
     return report

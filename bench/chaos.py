@@ -10,6 +10,12 @@ clients got, waits for the settlement, reads PostgreSQL directly and checks the 
 durability promises against its own log (bench/chaos_checks.py). Prints the faults and the
 invariants; exits 0 only if every invariant held. ~3 minutes; stops by itself.
 
+`--cluster` runs the engine on a Redis Cluster of 3 masters of its own (each deploy/redis.conf,
+AOF on, cluster-enabled; joined by deploy/redis-cluster.sh), with a plain Redis for the broker,
+the channel layer and the cache, as deploy/docker-compose.cluster.yml does. The Redis faults then
+hit the engine's store: SIGKILL of the master holding the session (then a restart from its AOF
+and nodes.conf), FLUSHALL on every master.
+
 Every process and temporary directory it starts is removed at the end, also on Ctrl-C or failure
 (--keep keeps the directory). The last run's process logs, client log and report are copied to
 var/chaos/ for reading afterwards.
@@ -67,6 +73,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_ports(count: int) -> list[int]:
+    """`count` free ports whose cluster bus ports (+10000) are free too, from a random start."""
+    ports, port = [], random.randint(20000, 40000)
+    while len(ports) < count:
+        if _port_free(port) and _port_free(port + 10000):
+            ports.append(port)
+        port += 1
+    return ports
 
 
 def postgres_bin() -> Path:
@@ -142,6 +167,10 @@ class Stack:
         self.metrics_dir.mkdir()
         self.pg_bin = postgres_bin()
         self.pg_port, self.redis_port, self.web_port = free_port(), free_port(), free_port()
+        # --cluster: the engine's masters (their cluster bus ports, +10000, must be free too).
+        self.node_ports = cluster_ports(3) if args.cluster else []
+        for port in self.node_ports:
+            (self.tmp / f"redis-node-{port}").mkdir()
         self.procs: dict[str, Proc] = {}
         self.worker_generation = 0
         self.redis_generation = 0
@@ -154,9 +183,13 @@ class Stack:
             "SECRET_KEY": secrets.token_urlsafe(48),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{self.pg_port}/{DB_NAME}",
-            # As deployed (docker-compose, scale-out): engine, cache, channel layer and broker share one Redis.
-            "REDIS_URL": redis_url,
+            # As deployed (docker-compose, scale-out): engine, cache, channel layer and broker share one Redis;
+            # with --cluster the engine is on the cluster and the plain Redis keeps the other three.
+            "REDIS_URL": f"redis://127.0.0.1:{self.node_ports[0]}/0" if args.cluster else redis_url,
+            "REDIS_CLUSTER": "true" if args.cluster else "false",
             "CELERY_BROKER_URL": redis_url,
+            "CHANNEL_LAYER_URL": redis_url,
+            "CACHE_URL": redis_url,
             "REDIS_KEY_PREFIX": KEY_PREFIX,
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "plain",
@@ -216,7 +249,7 @@ class Stack:
             "redis-server", str(ROOT / "deploy" / "redis.conf"), "--port", str(self.redis_port),
             "--bind", "127.0.0.1", "--dir", str(self.redis_dir), "--daemonize", "no", "--logfile", "",
         ], self.env, self.logs / "redis.log")
-        client = self.redis()
+        client = self.plain_redis()
         deadline = time.monotonic() + 60  # loading a large AOF takes a moment
         while True:
             try:
@@ -228,9 +261,56 @@ class Stack:
                 raise RuntimeError(f"redis did not start:\n{self.procs['redis'].tail()}")
             time.sleep(0.05)
 
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redis.Redis | redis.RedisCluster:
+        """A client of the engine's store: the Redis, or with --cluster the cluster."""
+        if self.node_ports:
+            return redis.RedisCluster(host="127.0.0.1", port=self.node_ports[0], decode_responses=True,
+                                      socket_timeout=5, socket_connect_timeout=2)
+        return self.plain_redis()
+
+    def plain_redis(self) -> "redis.Redis":
         return redis.Redis(host="127.0.0.1", port=self.redis_port, db=0, decode_responses=True,
                            socket_timeout=5, socket_connect_timeout=2)
+
+    def cluster_start(self) -> None:
+        """--cluster: the masters (deploy/redis.conf, cluster-enabled), joined into a cluster."""
+        for port in self.node_ports:
+            self.node_start(port, cluster_ok=False)  # not joined yet
+        result = subprocess.run(["sh", str(ROOT / "deploy" / "redis-cluster.sh"), "create",
+                                 *(f"127.0.0.1:{port}" for port in self.node_ports)],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode:
+            raise RuntimeError(f"the Redis Cluster did not form:\n{result.stdout}\n{result.stderr}")
+
+    def node_start(self, port: int, *, cluster_ok: bool = True) -> None:
+        """Start (or restart, from its AOF and nodes.conf) the master on `port`; wait until it
+        answers and, with `cluster_ok`, until it says the cluster is ok."""
+        name = f"redis-node-{port}"
+        self.procs[name] = Proc(name, [
+            "redis-server", str(ROOT / "deploy" / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(self.tmp / name), "--daemonize", "no", "--logfile", "", "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+        ], self.env, self.logs / f"{name}.log")
+        node = redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5,
+                           socket_connect_timeout=2)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if node.ping() and (not cluster_ok or node.cluster("info")["cluster_state"] == "ok"):
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                pass
+            if not self.procs[name].alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{self.procs[name].tail()}")
+            time.sleep(0.05)
+
+    def node_of(self, key: str) -> int:
+        """--cluster: the port of the master holding `key`."""
+        client = self.redis()
+        try:
+            return client.get_node_from_key(key).port
+        finally:
+            client.close()
 
     # FlashBid ---------------------------------------------------------------------------------
     def manage(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -289,10 +369,11 @@ class Stack:
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
-        proc = self.procs.pop("redis", None)
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                proc.kill()
+        for name in ["redis", *(f"redis-node-{port}" for port in self.node_ports)]:
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                with contextlib.suppress(Exception):
+                    proc.kill()
         if self.pg_data.exists():
             with contextlib.suppress(Exception):
                 self.pg_stop("immediate")
@@ -498,11 +579,20 @@ class Faults:
         return True, f"SIGKILL worker pid {old.pid} (and its pool); worker-{self.stack.worker_generation} ready"
 
     async def redis_restart(self) -> tuple[bool, str]:
+        if self.stack.node_ports:  # the master holding the session
+            port = await asyncio.to_thread(self.stack.node_of, f"{KEY_PREFIX}:{{{self.session_id}}}:rank")
+            old = self.stack.procs[f"redis-node-{port}"]
+            old.kill()
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(self.stack.node_start, port)
+            keys = await asyncio.to_thread(lambda: redis.Redis(host="127.0.0.1", port=port).dbsize())
+            return True, (f"SIGKILL the session's master :{port} (pid {old.pid}), restarted from its AOF and "
+                          f"nodes.conf ({keys} keys back), cluster ok")
         old = self.stack.procs["redis"]
         old.kill()
         await asyncio.sleep(1.0)
         await asyncio.to_thread(self.stack.redis_start)
-        keys = await asyncio.to_thread(lambda: self.stack.redis().dbsize())
+        keys = await asyncio.to_thread(lambda: self.stack.plain_redis().dbsize())
         return True, f"SIGKILL redis pid {old.pid}, restarted from its AOF ({keys} keys back)"
 
     async def redis_flush(self) -> tuple[bool, str]:
@@ -545,8 +635,12 @@ class Faults:
                 return False, (f"not injected: the stream still held {length} entries ({pending} pending) after "
                                f"{self.args.flush_wait} s")
             caught_up = time.time() - paused
-            keys = await asyncio.to_thread(client.dbsize)
-            await asyncio.to_thread(client.flushall)
+            if self.stack.node_ports:  # every master of the cluster
+                keys = await asyncio.to_thread(client.dbsize, target_nodes=redis.RedisCluster.PRIMARIES)
+                await asyncio.to_thread(client.flushall, target_nodes=redis.RedisCluster.PRIMARIES)
+            else:
+                keys = await asyncio.to_thread(client.dbsize)
+                await asyncio.to_thread(client.flushall)
         finally:
             self.clients.gate.set()
         return True, (f"bidders paused; stream {at_pause} entries ({pending_at_pause} pending) -> {how} after "
@@ -719,13 +813,21 @@ def attribution(records: list[dict], events: list, faults: list[dict], start_at:
             + by_fault(faults, start_at, [r["t_sent"] for r in unanswered])]
 
 
+def redis_shape(stack: Stack) -> str:
+    if not stack.node_ports:
+        return ""
+    return (f"; the engine on a Redis Cluster of {len(stack.node_ports)} masters (ports "
+            f"{', '.join(map(str, stack.node_ports))}), the broker, channel layer and cache on a plain Redis")
+
+
 def report(args, stack: Stack, session: dict | None, faults: list[dict], invariants: list, clients: Clients,
            extra: list[str], seconds: float) -> str:
     out = [f"FlashBid chaos run: seed {args.seed}, {args.bidders} bidders, session {args.duration:.0f} s, "
            f"K={args.inventory}; {platform.node()} ({os.cpu_count()} cores), {seconds:.0f} s in all",
            f"settings: PERSIST_INTERVAL_SECONDS={args.persist_interval}, SETTLE_INTERVAL_SECONDS="
            f"{args.settle_interval}, PERSIST_RECLAIM_IDLE_MS={args.reclaim_idle_ms}, worker --concurrency=2, "
-           f"one daphne; Redis deploy/redis.conf (AOF everysec), PostgreSQL {stack.pg_bin.parent.name}",
+           f"one daphne; Redis deploy/redis.conf (AOF everysec){redis_shape(stack)}, PostgreSQL "
+           f"{stack.pg_bin.parent.name}",
            f"session: upset 10.00, alpha 1, beta {args.beta}, gamma {args.gamma}; weights 1.0-1.4, chaos-0001 "
            f"{args.heavy_weight} (wins on weight below other winners' prices); a bid every ~{args.interval} s "
            f"per bidder, 5 % of them probes at or below the bidder's own price (must be 409 not_higher)",
@@ -757,9 +859,12 @@ def run(args) -> int:
     stack = Stack(args)
     clients, faults, invariants, session_row = Clients(), None, [], None
     try:
-        log(f"temp dir {stack.tmp}; PostgreSQL :{stack.pg_port}, Redis :{stack.redis_port}, daphne :{stack.web_port}")
+        log(f"temp dir {stack.tmp}; PostgreSQL :{stack.pg_port}, Redis :{stack.redis_port}, daphne :{stack.web_port}"
+            + (f", Redis Cluster :{' :'.join(map(str, stack.node_ports))}" if stack.node_ports else ""))
         stack.pg_init()
         stack.redis_start()
+        if stack.node_ports:
+            stack.cluster_start()
         stack.manage("migrate", "--noinput", "-v0", timeout=300)
         log("migrated; starting daphne, worker, beat")
         stack.start_daphne()
@@ -823,6 +928,9 @@ def main() -> None:
     parser.add_argument("--reclaim-idle-ms", type=int, default=5000)
     parser.add_argument("--settle-timeout", type=float, default=60.0, help="seconds after the end to wait for results")
     parser.add_argument("--request-timeout", type=float, default=15.0)
+    parser.add_argument("--cluster", action="store_true",
+                        help="the engine on a Redis Cluster of 3 masters (the broker, channel layer and cache on a "
+                        "plain Redis); the Redis faults hit the session's master / every master")
     parser.add_argument("--self-test", action="store_true", help="only check that every invariant check can fail")
     args = parser.parse_args()
     if args.self_test:

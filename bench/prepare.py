@@ -22,6 +22,7 @@ from auctions.rules import cents_to_price  # noqa: E402
 from bench import simulation  # noqa: E402
 from bench.bid_flood import session_create  # noqa: E402
 from core.redis import get_redis  # noqa: E402
+from core.scripts import script_queue  # noqa: E402
 
 
 def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 1, batch: int = 2_000,
@@ -41,7 +42,7 @@ def bids_fill(session_id: str, bidders: list[tuple[str, str]], *, rounds: int = 
                 script_keys, args = live.place_bid_call(
                     session_id, user_id=user_id, username=username, price=str(cents_to_price(cents)), cents=cents,
                     weight=1.0, rate_limit=1_000_000, idem_ttl=600)  # no rate limit: one pipeline per batch
-                place(keys=script_keys, args=args, client=pipe)
+                script_queue(pipe, place, keys=script_keys, args=args)
             replies = pipe.execute()
             placed += sum(1 for reply in replies if reply[0] == "ok")
     return placed

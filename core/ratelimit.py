@@ -3,7 +3,8 @@ Redis from the `limits` library, for async code (the API) and sync code (Django'
 
 A rate is a string in the library's notation ("10 per 15 minutes"), read from settings on every
 call; an empty rate means no limit. A window's key is the limit's name and the identifiers given,
-under `<REDIS_KEY_PREFIX>:limits`. One round trip per check or hit."""
+under `<REDIS_KEY_PREFIX>:limits`. One round trip per check or hit. On a Redis Cluster (one key
+per window, so every script of the library stays in one slot) the library keeps clients of its own."""
 
 import asyncio
 import ipaddress
@@ -11,13 +12,17 @@ import math
 import time
 import weakref
 from functools import cache, lru_cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from limits import RateLimitItem, parse
+from limits.aio.storage import RedisClusterStorage as AsyncRedisClusterStorage
 from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindowRateLimiter
-from limits.storage import RedisStorage
+from limits.storage import RedisClusterStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from limits.util import WindowStats
 
@@ -34,20 +39,43 @@ def _key_prefix() -> str:
     return f"{settings.REDIS_KEY_PREFIX}:limits"
 
 
+def _cluster_storage_uri(scheme: str) -> tuple[str, dict]:
+    """The library's URI of the engine's cluster (its own client: the library builds one from a URI
+    only), and the options that URI cannot carry."""
+    url = urlsplit(settings.REDIS_URL)
+    return f"{scheme}://{url.netloc}", ({"ssl": True} if url.scheme == "rediss" else {})
+
+
 def _async_limiter() -> AsyncMovingWindowRateLimiter:
     loop = asyncio.get_running_loop()
     limiter = _async_limiters.get(loop)
     if limiter is None:
-        storage = AsyncRedisStorage("async+redis://", implementation="redispy", key_prefix=_key_prefix(),
-                                    connection_pool=get_async_redis().connection_pool)
+        if settings.REDIS_CLUSTER:
+            uri, options = _cluster_storage_uri("async+redis+cluster")
+            storage = AsyncRedisClusterStorage(uri, implementation="redispy", key_prefix=_key_prefix(), **options)
+        else:
+            storage = AsyncRedisStorage("async+redis://", implementation="redispy", key_prefix=_key_prefix(),
+                                        connection_pool=get_async_redis().connection_pool)
         limiter = _async_limiters[loop] = AsyncMovingWindowRateLimiter(storage)
     return limiter
 
 
 @cache
 def _sync_limiter() -> MovingWindowRateLimiter:
-    storage = RedisStorage("redis://", key_prefix=_key_prefix(), connection_pool=get_redis().connection_pool)
+    if settings.REDIS_CLUSTER:
+        uri, options = _cluster_storage_uri("redis+cluster")
+        storage = RedisClusterStorage(uri, key_prefix=_key_prefix(), **options)
+    else:
+        storage = RedisStorage("redis://", key_prefix=_key_prefix(), connection_pool=get_redis().connection_pool)
     return MovingWindowRateLimiter(storage)
+
+
+@receiver(setting_changed)
+def _limiters_forget(*, setting: str, **kwargs) -> None:
+    """A test that points the engine at another Redis gets limiters over it."""
+    if setting in ("REDIS_URL", "REDIS_CLUSTER"):
+        _sync_limiter.cache_clear()
+        _async_limiters.clear()
 
 
 @lru_cache(maxsize=64)

@@ -3,7 +3,9 @@
 # two daphne web processes (HTTPS, a plain-HTTP redirect, an internal server for /readyz and
 # /metrics); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
 # Redis of its own from deploy/redis.conf (AOF, a password); one Celery worker, exactly one beat,
-# Flower. Debian's nginx and pgbouncer run as the current user (PgBouncer refuses root and drops to
+# Flower. With SCALE_OUT_REDIS_CLUSTER=1 the engine's state lives on a Redis Cluster of 3 masters
+# of its own (the same config, cluster-enabled), and that Redis keeps the broker, the channel layer
+# and the cache (docker-compose.cluster.yml's shape). Debian's nginx and pgbouncer run as the current user (PgBouncer refuses root and drops to
 # nobody) with their configs rendered from deploy/nginx.conf and deploy/pgbouncer.ini into the
 # runtime dir; the ports are not `make up`'s, so both can run side by side.
 #
@@ -22,6 +24,8 @@
 #   SCALE_OUT_WEB_PORTS ("8101 8102")  one daphne per port
 #   SCALE_OUT_PGBOUNCER_PORT (6432)    SCALE_OUT_REDIS_PORT (6390)    SCALE_OUT_FLOWER_PORT (5556)
 #   SCALE_OUT_WORKER_CONCURRENCY (2)   SCALE_OUT_BOOTSTRAP (1; 0 skips deploy/bootstrap.sh)
+#   SCALE_OUT_REDIS_CLUSTER (0)        1: the engine on a Redis Cluster (REDIS_CLUSTER=true)
+#   SCALE_OUT_REDIS_CLUSTER_PORTS ("6391 6392 6393")  its masters (each with its bus port, +10000)
 #   SCALE_OUT_TLS_CERT, SCALE_OUT_TLS_KEY  nginx's certificate and key (PEM); unset: a self-signed
 #                                      pair made once by deploy/self-signed-cert.sh in <dir>/tls/
 #   SCALE_OUT_HSTS_SECONDS (300)       HSTS max-age: short, as HSTS for localhost would also reach
@@ -38,8 +42,9 @@
 #     user, with its password (or, without one, a generated one PgBouncer asks for, for a
 #     PostgreSQL that trusts local users). Point it at a role that is no superuser beyond a dev box.
 #   REDIS_PASSWORD: this scale-out's Redis password (URL-safe characters; generated once into
-#     <dir>/redis_password when not set). REDIS_URL, CELERY_BROKER_URL, CHANNEL_LAYER_URL and
-#     CACHE_URL: always this scale-out's own Redis, with that password (whatever is set).
+#     <dir>/redis_password when not set; the cluster's nodes share it). REDIS_URL,
+#     CELERY_BROKER_URL, CHANNEL_LAYER_URL and CACHE_URL: always this scale-out's own Redis (REDIS_URL:
+#     its cluster's first node with SCALE_OUT_REDIS_CLUSTER=1), with that password (whatever is set).
 #   DEBUG (false), SECRET_KEY and FLOWER_BASIC_AUTH (generated once into the runtime dir when not
 #   set), ALLOWED_HOSTS (localhost,127.0.0.1,[::1]; 127.0.0.1 is always added), STATIC_ROOT
 #   (staticfiles/); every other FlashBid variable (PERSIST_INTERVAL_SECONDS, ...) passes through
@@ -59,6 +64,11 @@ INTERNAL_PORT=${SCALE_OUT_INTERNAL_PORT:-8081}
 read -r -a WEB_PORTS <<< "${SCALE_OUT_WEB_PORTS:-8101 8102}"
 PGBOUNCER_PORT=${SCALE_OUT_PGBOUNCER_PORT:-6432}
 REDIS_PORT=${SCALE_OUT_REDIS_PORT:-6390}
+REDIS_CLUSTER_PORTS=()
+if [ "${SCALE_OUT_REDIS_CLUSTER:-0}" = 1 ]; then
+  read -r -a REDIS_CLUSTER_PORTS <<< "${SCALE_OUT_REDIS_CLUSTER_PORTS:-6391 6392 6393}"
+  [ ${#REDIS_CLUSTER_PORTS[@]} -ge 3 ] || { echo "scale-out: a Redis Cluster needs 3 ports at least" >&2; exit 1; }
+fi
 FLOWER_PORT=${SCALE_OUT_FLOWER_PORT:-5556}
 PID_DIR=$RUN_DIR/pids
 LOG_DIR=$RUN_DIR/logs
@@ -66,8 +76,10 @@ MAIN_PID_FILE=$RUN_DIR/scale-out.pid
 
 WEB_NAMES=()
 for i in "${!WEB_PORTS[@]}"; do WEB_NAMES+=("web$((i + 1))"); done
+NODE_NAMES=()
+for i in "${!REDIS_CLUSTER_PORTS[@]}"; do NODE_NAMES+=("redis-node$((i + 1))"); done
 # Start order; stopping goes in reverse (nginx first, Redis last).
-ORDER=(redis pgbouncer "${WEB_NAMES[@]}" worker beat flower nginx)
+ORDER=(redis "${NODE_NAMES[@]}" pgbouncer "${WEB_NAMES[@]}" worker beat flower nginx)
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'scale-out: %s\n' "$*" >&2; exit 1; }
@@ -96,7 +108,7 @@ running() {
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-redis_ping() { [ "$(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h "$BIND" -p "$REDIS_PORT" ping 2> /dev/null)" = PONG ]; }
+redis_ping() { [ "$(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h "$BIND" -p "${1:-$REDIS_PORT}" ping 2> /dev/null)" = PONG ]; }
 
 # start NAME COMMAND...: in its own session (so a Ctrl-C reaches only this script, which stops
 # everything in order), stdout and stderr to logs/NAME.log.
@@ -244,6 +256,9 @@ redis_settings() {
   [[ $REDIS_PASSWORD =~ ^[A-Za-z0-9._~-]+$ ]] || fail "REDIS_PASSWORD: URL-safe characters only (A-Z a-z 0-9 . _ ~ -)"
   (umask 077 && printf 'include "%s"\nrequirepass "%s"\n' "$ROOT/deploy/redis.conf" "$REDIS_PASSWORD" \
     > "$RUN_DIR/redis/redis.conf")
+  # The cluster's nodes: the same, cluster-enabled (masterauth: for replicas one may add).
+  (umask 077 && printf 'include "%s"\nmasterauth "%s"\ncluster-enabled yes\ncluster-config-file nodes.conf\n' \
+    "$RUN_DIR/redis/redis.conf" "$REDIS_PASSWORD" > "$RUN_DIR/redis/cluster-node.conf")
 }
 
 cmd_render() {
@@ -287,8 +302,10 @@ cmd_up() {
   for name in "${ORDER[@]}"; do
     if running "$name"; then fail "already running ($name); stop it first: deploy/scale-out.sh stop"; fi
   done
+  local cluster_bus_ports=()
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do cluster_bus_ports+=("$port" "$((port + 10000))"); done
   for port in "$HTTP_PORT" "$HTTPS_PORT" "$INTERNAL_PORT" "${WEB_PORTS[@]}" "$PGBOUNCER_PORT" "$REDIS_PORT" \
-    "$FLOWER_PORT" ${SCALE_OUT_PLAIN_HTTP_PORT:+"$SCALE_OUT_PLAIN_HTTP_PORT"}; do
+    "${cluster_bus_ports[@]}" "$FLOWER_PORT" ${SCALE_OUT_PLAIN_HTTP_PORT:+"$SCALE_OUT_PLAIN_HTTP_PORT"}; do
     if port_open "$BIND" "$port"; then fail "port $BIND:$port is in use (ports: SCALE_OUT_*_PORT)"; fi
   done
   if [ "${SCALE_OUT_BOOTSTRAP:-1}" != 0 ]; then
@@ -298,6 +315,7 @@ cmd_up() {
   fi
 
   mkdir -p "$PID_DIR" "$LOG_DIR/nginx" "$RUN_DIR/redis" "$RUN_DIR/nginx"
+  for name in "${NODE_NAMES[@]}"; do mkdir -p "$RUN_DIR/$name"; done
   echo $$ > "$MAIN_PID_FILE"
   trap 'trap - EXIT; stop_all; rm -f "$MAIN_PID_FILE"' EXIT
   trap 'echo; say "stopping"; exit 0' INT TERM
@@ -313,8 +331,15 @@ cmd_up() {
   export STATIC_ROOT=$NGINX_STATIC_ROOT
   # nginx terminates TLS and says so in X-Forwarded-Proto (secure cookies, no redirect loop).
   export BEHIND_HTTPS_PROXY=true
-  export REDIS_URL="redis://:$REDIS_PASSWORD@$BIND:$REDIS_PORT/0"
-  export CELERY_BROKER_URL=$REDIS_URL CHANNEL_LAYER_URL=$REDIS_URL CACHE_URL=$REDIS_URL
+  # The broker, the channel layer and the cache: this Redis, also when the engine is on the cluster
+  # (kombu, channels-redis and django-redis do not speak Redis Cluster).
+  local plain_redis="redis://:$REDIS_PASSWORD@$BIND:$REDIS_PORT/0"
+  export CELERY_BROKER_URL=$plain_redis CHANNEL_LAYER_URL=$plain_redis CACHE_URL=$plain_redis
+  if [ ${#NODE_NAMES[@]} -gt 0 ]; then
+    export REDIS_CLUSTER=true REDIS_URL="redis://:$REDIS_PASSWORD@$BIND:${REDIS_CLUSTER_PORTS[0]}/0"
+  else
+    export REDIS_CLUSTER=false REDIS_URL=$plain_redis
+  fi
   export DATABASE_URL=$POOLED_DATABASE_URL DATABASE_POOL=false
   if [ -z "${SECRET_KEY:-}" ]; then SECRET_KEY=$(generated secret_key 'secrets.token_urlsafe(50)'); fi
   export SECRET_KEY
@@ -329,6 +354,19 @@ cmd_up() {
   start redis redis-server "$RUN_DIR/redis/redis.conf" --port "$REDIS_PORT" --bind "$BIND" \
     --dir "$RUN_DIR/redis" --daemonize no --logfile ""
   wait_ready 30 redis redis_ping
+
+  if [ ${#NODE_NAMES[@]} -gt 0 ]; then
+    local i nodes=()
+    say "Redis Cluster: ${#NODE_NAMES[@]} masters on ${REDIS_CLUSTER_PORTS[*]} (the same config, cluster-enabled)"
+    for i in "${!NODE_NAMES[@]}"; do
+      start "${NODE_NAMES[i]}" redis-server "$RUN_DIR/redis/cluster-node.conf" --port "${REDIS_CLUSTER_PORTS[i]}" \
+        --bind "$BIND" --dir "$RUN_DIR/${NODE_NAMES[i]}" --daemonize no --logfile ""
+      nodes+=("$BIND:${REDIS_CLUSTER_PORTS[i]}")
+    done
+    for i in "${!NODE_NAMES[@]}"; do wait_ready 30 "${NODE_NAMES[i]}" redis_ping "${REDIS_CLUSTER_PORTS[i]}"; done
+    REDISCLI_AUTH=$REDIS_PASSWORD sh deploy/redis-cluster.sh create "${nodes[@]}" > "$LOG_DIR/redis-cluster.log" 2>&1 \
+      || { cat "$LOG_DIR/redis-cluster.log" >&2; fail "the Redis Cluster did not form"; }
+  fi
 
   say "PgBouncer :$PGBOUNCER_PORT (transaction pooling) -> PostgreSQL $DB_HOST:$DB_PORT"
   start pgbouncer sh deploy/pgbouncer-start.sh
@@ -368,7 +406,12 @@ cmd_up() {
   wait_ready 20 nginx port_open "$BIND" "$HTTPS_PORT"
   wait_ready 20 nginx port_open "$BIND" "$INTERNAL_PORT"
 
-  local web="https://$BIND:$HTTPS_PORT" internal="http://$BIND:$INTERNAL_PORT" upstreams=""
+  local web="https://$BIND:$HTTPS_PORT" internal="http://$BIND:$INTERNAL_PORT" upstreams="" cluster_note=""
+  if [ ${#NODE_NAMES[@]} -gt 0 ]; then
+    cluster_note="
+  Redis Cluster    redis://$BIND:${REDIS_CLUSTER_PORTS[0]}/0 (masters on ${REDIS_CLUSTER_PORTS[*]}): the engine (REDIS_CLUSTER=true);
+                   the Redis above keeps the broker, the channel layer and the cache"
+  fi
   for port in "${WEB_PORTS[@]}"; do upstreams+=" $BIND:$port"; done
   cat << URLS
 
@@ -384,7 +427,7 @@ FlashBid scale-out is up (runtime dir $RUN_DIR):
   Flower           http://$BIND:$FLOWER_PORT/   ($flower_auth_note)
   PgBouncer        $SHOWN_DATABASE_URL   (console: psql -h $BIND -p $PGBOUNCER_PORT -U $PGBOUNCER_ADMIN_USER pgbouncer,
                    password in $RUN_DIR/pgbouncer_admin_password)
-  Redis            redis://$BIND:$REDIS_PORT/0   (AOF; data in $RUN_DIR/redis; $REDIS_PASSWORD_NOTE)
+  Redis            redis://$BIND:$REDIS_PORT/0   (AOF; data in $RUN_DIR/redis; $REDIS_PASSWORD_NOTE)$cluster_note
   Logs             $LOG_DIR/
 Ctrl-C here, or deploy/scale-out.sh stop, stops everything.
 FlashBid scale-out ready.

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/bootstrap.sh requirements-dev.txt
 # System tests drive a real browser (Debian's chromium) and the scale-out wiring (nginx, PgBouncer);
-# the deploy checks lint the shell scripts and make throwaway TLS certificates (openssl).
-deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck openssl
+# the deploy checks lint the shell scripts and make throwaway TLS certificates (openssl); tests
+# marked `cluster` run a second time on a Redis Cluster of 3 masters the suite starts (redis-server).
+deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck openssl redis-server
 exec .venv/bin/pytest "$@"

@@ -18,7 +18,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
 from ninja.renderers import BaseRenderer
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from accounts.api import router as auth_router
 from auctions.api import admin_router
@@ -206,8 +206,10 @@ def on_database_unavailable(request: HttpRequest, exc: Exception):
 
 
 @api.exception_handler(RedisError)
-def on_redis_error(request: HttpRequest, exc: RedisError):
-    """Redis unreachable or failing: the engine cannot answer; say so instead of a 500."""
+@api.exception_handler(RedisClusterException)
+def on_redis_error(request: HttpRequest, exc: Exception):
+    """Redis unreachable or failing (on a cluster also: no node reachable, a slot no shard serves):
+    the engine cannot answer; say so instead of a 500."""
     logger.error("redis error on %s: %s", request.path, exc)
     return error_response(ErrorCode.UNAVAILABLE, "The bidding engine is temporarily unavailable.",
                           headers={"Retry-After": "1"})

@@ -9,6 +9,7 @@ from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.metrics import render as render_metrics
+from core.redis import redis_client_new
 
 CHECK_TIMEOUT_SECONDS = 2
 
@@ -29,10 +30,12 @@ def _check_postgres() -> None:
 
 
 def _check_redis() -> None:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
-                                  socket_timeout=CHECK_TIMEOUT_SECONDS)
+    client = redis_client_new(timeout=CHECK_TIMEOUT_SECONDS, socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
     try:
-        client.ping()
+        if settings.REDIS_CLUSTER:
+            client.ping(target_nodes=redis.RedisCluster.PRIMARIES)  # every shard answers
+        else:
+            client.ping()
     finally:
         client.close()
 

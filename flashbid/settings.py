@@ -200,6 +200,29 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = env_str(
 # --- Redis: engine state, Django cache, channel layer, Celery broker --------------------------
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The engine's state (session keys, user hashes, rate, idempotency and lease keys) on a Redis
+# Cluster: REDIS_URL then names any node of it (core.redis). kombu (the broker), channels-redis
+# (the channel layer) and django-redis (the cache) do not speak Cluster: each needs a plain Redis.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+
+
+def plain_redis_url(name: str, user: str) -> str:
+    """A plain Redis URL for `user` (what reads `name`): the setting, else REDIS_URL, which a
+    cluster cannot be."""
+    value = env_str(name)
+    if value is not None:
+        return value
+    if REDIS_CLUSTER:
+        raise ImproperlyConfigured(
+            f"REDIS_CLUSTER is on, so REDIS_URL names a Redis Cluster node, which {user} cannot use: set "
+            f"{name} to a plain (non-cluster) Redis URL, e.g. redis://:password@redis-plain:6379/0."
+        )
+    return REDIS_URL
+
+
+CELERY_BROKER_URL = plain_redis_url("CELERY_BROKER_URL", "the Celery broker (kombu)")
+CHANNEL_LAYER_URL = plain_redis_url("CHANNEL_LAYER_URL", "the channel layer (channels-redis)")
+CACHE_URL = plain_redis_url("CACHE_URL", "Django's cache (django-redis)")
 # Prefix of every engine key (fb:{<session_id>}:rank ...). Tests use their own Redis database.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "fb")
 # Connections per process for the async engine client (requests beyond it wait for one).
@@ -208,7 +231,7 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_URL,
         "KEY_PREFIX": "fbcache",
         # JSON, not pickle: whoever can write to this Redis must not be able to run code in every
         # process that reads the cache. What is cached here is plain data (sessions' dicts).
@@ -234,7 +257,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{
-                "address": REDIS_URL,
+                "address": CHANNEL_LAYER_URL,
                 "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 16),
                 "client_name": "flashbid-channels",  # told apart in CLIENT LIST
                 "socket_connect_timeout": 5,
@@ -251,7 +274,6 @@ WEBSOCKETS_PER_ADDRESS = env_int("WEBSOCKETS_PER_ADDRESS", 100)
 
 # --- Celery -----------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None  # no task needs its result stored
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -272,6 +294,12 @@ PERSIST_INTERVAL_SECONDS = env_float("PERSIST_INTERVAL_SECONDS", 5.0)
 SETTLE_INTERVAL_SECONDS = env_float("SETTLE_INTERVAL_SECONDS", 10.0)
 # Stream entries pending this long on a consumer (a dead or stuck worker) are reclaimed by another.
 PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
+# Each tick hands the sessions out to the workers in shares (one task each): of open sessions to
+# persist, of ended sessions to settle. A tick settles at most SETTLE_SESSIONS_PER_TICK sessions
+# (the earliest ended first; the rest next tick).
+PERSIST_SESSIONS_PER_TASK = env_int("PERSIST_SESSIONS_PER_TASK", 50)
+SETTLE_SESSIONS_PER_TASK = env_int("SETTLE_SESSIONS_PER_TASK", 10)
+SETTLE_SESSIONS_PER_TICK = env_int("SETTLE_SESSIONS_PER_TICK", 200)
 
 # --- Mail: the winners' result mail (auctions.result_mail), sent by the Celery worker ----------
 # EMAIL_URL picks the mailer (flashbid/email_url.py): console:// (each message on the worker's

@@ -50,7 +50,7 @@ from auctions.rules import us_to_datetime
 from core.db import orm
 from core.exceptions import ApplicationError
 from core.redis import get_async_redis, session_key
-from core.scripts import lua_sources, script
+from core.scripts import evalsha_command, lua_sources, script
 from leaderboard.frames import BOARD_SIZE, board_group, board_message, publish, status_message
 from leaderboard.selectors import board_read, standings
 
@@ -257,9 +257,11 @@ class Broadcaster:
         pipe = get_async_redis().pipeline(transaction=False)
         for sid in due:
             keys = live.session_keys(sid)
-            # Plain EVALSHA in the pipeline: a registered Script would add a SCRIPT EXISTS round trip.
-            pipe.evalsha(claim.sha, 3, keys.params, keys.meta, push_key(sid),
-                         tokens[sid], settings.BROADCAST_INTERVAL_MS, PUSH_LEASE_MS, PUSH_KEY_TTL_MS)
+            # A raw EVALSHA: a registered Script would add a SCRIPT EXISTS round trip, and a cluster
+            # pipeline (one batch per shard, sessions spread over them) accepts only the raw command.
+            pipe.execute_command(*evalsha_command(
+                claim, keys=[keys.params, keys.meta, push_key(sid)],
+                args=[tokens[sid], settings.BROADCAST_INTERVAL_MS, PUSH_LEASE_MS, PUSH_KEY_TTL_MS]))
         replies = await pipe.execute(raise_on_error=False)
         now = self._loop.time()
         pushes, pushed, unloaded, failures = [], [], [], []

@@ -35,14 +35,21 @@ def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: in
         list[BidResult], list[str]]:
     """Place every bidder's prices, in order per bidder, all bidders concurrently. Returns the
     accepted replies and the rejection codes."""
-    recovery.live_state_ensure(session_id=session_id)  # after this the bid path needs no SQL
+    return place_in_sessions({session_id: plan}, concurrency=concurrency)[session_id]
+
+
+def place_in_sessions(plans: dict, concurrency: int = 64) -> dict:
+    """`place` for several sessions at once ({session id: plan}), all concurrently. Returns
+    {session id: (accepted replies, rejection codes)}."""
+    for session_id in plans:
+        recovery.live_state_ensure(session_id=session_id)  # after this the bid path needs no SQL
 
     async def run():
-        accepted: list[BidResult] = []
-        rejected: list[str] = []
+        outcomes = {session_id: ([], []) for session_id in plans}
         gate = asyncio.Semaphore(concurrency)
 
-        async def one_bidder(user: CurrentUser, prices: list[str]):
+        async def one_bidder(session_id, user: CurrentUser, prices: list[str]):
+            accepted, rejected = outcomes[session_id]
             for price in prices:
                 async with gate:
                     try:
@@ -51,8 +58,9 @@ def place(session_id, plan: list[tuple[CurrentUser, list[str]]], concurrency: in
                     except ApplicationError as exc:
                         rejected.append(exc.code)
 
-        await asyncio.gather(*(one_bidder(user, prices) for user, prices in plan))
-        return accepted, rejected
+        await asyncio.gather(*(one_bidder(session_id, user, prices)
+                               for session_id, plan in plans.items() for user, prices in plan))
+        return outcomes
 
     return async_to_sync(run)()
 

@@ -24,14 +24,18 @@ def free_port() -> int:
 
 def test_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: the test database (as created by pytest-django) and
-    the test Redis database."""
+    the test's Redis (the engine's, maybe a cluster, and the plain one of the broker, channel
+    layer and cache)."""
     db = settings.DATABASES["default"]
     env = dict(os.environ)
     env.update({
         "DJANGO_SETTINGS_MODULE": "flashbid.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
+        "REDIS_CLUSTER": "true" if settings.REDIS_CLUSTER else "false",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CHANNEL_LAYER_URL": settings.CHANNEL_LAYER_URL,
+        "CACHE_URL": settings.CACHE_URL,
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

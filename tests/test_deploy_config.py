@@ -61,6 +61,7 @@ NOT_PASSED = {
     # Secure unless loosened; compose never loosens them (nginx redirects HTTP to HTTPS itself).
     "SESSION_COOKIE_SECURE": "secure by default", "CSRF_COOKIE_SECURE": "secure by default",
     "SECURE_SSL_REDIRECT": "on by default",
+    "REDIS_CLUSTER": "the cluster overlay (docker-compose.cluster.yml) sets it with the cluster's REDIS_URL",
 }
 
 
@@ -320,6 +321,70 @@ def test_redis_requires_a_password_and_every_redis_url_carries_it(compose):
     assert {key for _, key, _ in urls} >= {"REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "CACHE_URL"}
     for name, key, value in urls:
         assert value.startswith("redis://:${REDIS_PASSWORD:?") and value.endswith("@redis:6379/0"), (name, key)
+
+
+# --- The cluster overlay (docker-compose.cluster.yml) ----------------------------------------------
+
+CLUSTER_FILE = DEPLOY / "docker-compose.cluster.yml"
+
+
+def _compose_merged(base: dict, overlay: dict) -> dict:
+    """`docker compose -f base -f overlay`'s model, as far as these files use it: mappings merge key
+    by key (services, environment, depends_on), anything else the overlay gives replaces."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        return {**base, **{k: _compose_merged(base[k], v) if k in base else v for k, v in overlay.items()}}
+    return overlay
+
+
+@pytest.fixture(scope="module")
+def cluster_overlay() -> dict:
+    return yaml.safe_load(CLUSTER_FILE.read_text())
+
+
+def test_the_cluster_overlay_and_the_merged_file_are_valid_compose_spec(compose, cluster_overlay):
+    validator = jsonschema.Draft7Validator(json.loads((DEPLOY / "compose-spec.json").read_text()))
+    for model in (cluster_overlay, _compose_merged(compose, cluster_overlay)):
+        errors = sorted(validator.iter_errors(model), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_the_cluster_overlay_puts_the_engine_on_three_masters_and_the_rest_on_the_plain_redis(
+        compose, cluster_overlay):
+    merged = _compose_merged(compose, cluster_overlay)
+    services = merged["services"]
+    nodes = ["redis-node-1", "redis-node-2", "redis-node-3"]
+    for name in nodes:
+        node = services[name]
+        command = " ".join(_command(node))
+        for part in ("redis-server /usr/local/etc/redis/redis.conf", '--requirepass "$$REDIS_PASSWORD"',
+                     "--cluster-enabled yes", "--cluster-config-file /data/nodes.conf",
+                     '--cluster-announce-hostname "$$REDIS_NODE_NAME"', "--cluster-preferred-endpoint-type hostname"):
+            assert part in command, (name, part)
+        assert node["environment"]["REDIS_NODE_NAME"] == name
+        mounted = {v.split(":")[1]: v.split(":")[0] for v in node["volumes"]}
+        assert mounted["/usr/local/etc/redis/redis.conf"] == "./redis.conf"  # AOF everysec, noeviction
+        assert mounted["/data"] == name and name in merged["volumes"]
+        assert _networks(node) == {"backend"}
+    init = services["redis-cluster-init"]
+    assert _command(init) == ["sh", "/flashbid/redis-cluster.sh", "create", *(f"{n}:6379" for n in nodes)]
+    assert "./redis-cluster.sh:/flashbid/redis-cluster.sh:ro" in init["volumes"]
+    assert init["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert {n: c["condition"] for n, c in init["depends_on"].items()} == dict.fromkeys(nodes, "service_healthy")
+    for name in ("web", "worker"):
+        environment = services[name]["environment"]
+        assert environment["REDIS_CLUSTER"] == "true"
+        assert environment["REDIS_URL"] == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}@redis-node-1:6379/0"
+        for key in ("CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "CACHE_URL"):  # kombu, channels-redis, django-redis
+            assert environment[key].endswith("@redis:6379/0"), (name, key)
+        depends = services[name]["depends_on"]
+        assert depends["redis-cluster-init"] == {"condition": "service_completed_successfully"}
+        assert {"migrate", "pgbouncer", "redis"} <= set(depends)  # the base file's stay
+    # beat, Flower and migrate keep away from the engine's state.
+    for name in ("beat", "flower", "migrate"):
+        assert "REDIS_URL" not in services[name]["environment"] and "REDIS_CLUSTER" not in services[name]["environment"]
+    holders = {name for name, service in cluster_overlay["services"].items()
+               if "REDIS_PASSWORD" in _interpolated(service)}
+    assert holders == {*nodes, "redis-cluster-init", "web", "worker"}
 
 
 def test_redis_runs_deploy_redis_conf_with_aof_everysec(compose):
@@ -665,11 +730,11 @@ def test_self_signed_cert_names_the_hosts_and_keeps_its_key_private(tmp_path):
 
 def test_shell_scripts_parse_and_render_refuses_an_unset_placeholder(tmp_path):
     subprocess.run(["bash", "-n", str(DEPLOY / "scale-out.sh")], check=True)
-    for script in ("render.sh", "pgbouncer-start.sh", "postgres-init.sh", "self-signed-cert.sh"):
+    for script in ("render.sh", "pgbouncer-start.sh", "postgres-init.sh", "self-signed-cert.sh", "redis-cluster.sh"):
         subprocess.run(["sh", "-n", str(DEPLOY / script)], check=True)
     lint = subprocess.run([_binary("shellcheck"), *(str(DEPLOY / s) for s in (
         "scale-out.sh", "render.sh", "pgbouncer-start.sh", "postgres-init.sh", "self-signed-cert.sh", "bootstrap.sh",
-        "up.sh", "test.sh", "debian-packages.sh"))],
+        "up.sh", "test.sh", "debian-packages.sh", "redis-cluster.sh"))],
         capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
     template = tmp_path / "t.conf"

@@ -10,15 +10,15 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from websockets.asyncio.client import connect
 
 from auctions import recovery
 from auctions.services import bid_place
-from core.redis import get_redis
 from tests import bidding, processes
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system, pytest.mark.cluster]
 
 ORIGIN = "http://127.0.0.1"
 # The contract is 1 s from the last accepted bid to the final state on every socket. On the shared
@@ -39,10 +39,14 @@ def _assert_clean_logs(web: list[processes.Process]) -> None:
 
 
 def _layer_connections() -> int:
-    """Connections the channel layer holds in this test's Redis database (named in settings)."""
-    client = get_redis()
-    db = str(client.connection_pool.connection_kwargs.get("db", 0))
-    return sum(1 for c in client.client_list() if c["name"] == "flashbid-channels" and c["db"] == db)
+    """Connections the channel layer holds in this test's Redis database (named in settings; a
+    plain Redis, also when the engine is on a cluster)."""
+    client = redis.Redis.from_url(settings.CHANNEL_LAYER_URL, decode_responses=True)
+    try:
+        db = str(client.connection_pool.connection_kwargs.get("db", 0))
+        return sum(1 for c in client.client_list() if c["name"] == "flashbid-channels" and c["db"] == db)
+    finally:
+        client.close()
 
 
 def _ws_url(port: int, session) -> str:

@@ -47,3 +47,15 @@ def test_database_wrapper_keeps_its_pools_where_the_pool_gauge_reads_them(db):
     assert isinstance(pools, dict)
     wrapper.ensure_connection()
     assert wrapper.alias in pools and callable(pools[wrapper.alias].get_stats)
+
+
+def test_redis_cluster_behaviour_the_engine_works_around():
+    """core/scripts.py queues scripts on cluster pipelines as raw EVALSHA commands, because redis-py's
+    cluster pipelines refuse `.evalsha()`; core/redis.py bounds the commands under way on the async
+    cluster client, because its node pools raise instead of waiting. Checked against redis-py 8.1.0."""
+    import redis
+    from redis.asyncio.cluster import ClusterNode
+
+    assert redis.__version__ == "8.1.0", "core/redis.py and core/scripts.py were checked against redis-py 8.1.0"
+    assert "EVALSHA" in redis.cluster.PIPELINE_BLOCKED_COMMANDS
+    assert "raise MaxConnectionsError()" in inspect.getsource(ClusterNode.acquire_connection)

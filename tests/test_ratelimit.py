@@ -6,6 +6,8 @@ from django.test import RequestFactory
 
 from core.ratelimit import client_address, limit_check, limit_check_sync, limit_hit, limit_hit_sync
 
+pytestmark = pytest.mark.cluster  # the windows live with the engine's state, also on a cluster
+
 
 async def test_hits_are_counted_up_to_the_rate_then_refused_with_the_wait():
     assert [await limit_hit("3 per minute", "test", "a") for _ in range(3)] == [None, None, None]

@@ -5,7 +5,9 @@ beat, Flower), driven from outside like a client would: bids through nginx over 
 self-signed certificate the script made) with Bearer tokens, sockets through nginx (wss) and
 straight to each daphne, readiness on nginx's internal server, then PostgreSQL, the settlement and
 PgBouncer's own console (as its admin user) checked. The script is stopped at the end whatever
-happened (`scale-out.sh stop`, then the script itself)."""
+happened (`scale-out.sh stop`, then the script itself). Twice: as it comes, and in the cluster
+shape (SCALE_OUT_REDIS_CLUSTER=1: the engine on a Redis Cluster of 3 masters of its own, the plain
+Redis keeping the broker, the channel layer and the cache)."""
 
 import asyncio
 import json
@@ -28,6 +30,7 @@ from django.db import connection
 from auctions.models import Bid, BidEvent, Ranking
 from auctions.rules import RankedBid, settle
 from tests import processes
+from tests.redis_cluster import spare_ports
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
 
@@ -48,6 +51,7 @@ class ScaleOut:
     redis_port: int
     flower_port: int
     run_dir: Path
+    cluster_ports: tuple[int, ...] = ()
 
     @property
     def https(self) -> str:
@@ -70,13 +74,15 @@ class ScaleOut:
 
 
 @pytest.fixture
-def scale_out(tmp_path, transactional_db, settings):
+def scale_out(request, tmp_path, transactional_db, settings):
     for binary in ("nginx", "pgbouncer", "redis-server"):
         if not any(Path(d, binary).exists() for d in ("/usr/sbin", "/usr/bin", "/usr/local/bin")):
             pytest.fail(f"{binary} is not installed: run the suite through deploy/test.sh, which installs it")
     ports = [processes.free_port() for _ in range(8)]
+    cluster_ports = tuple(spare_ports(3, first=7301)) if getattr(request, "param", "plain") == "cluster" else ()
     so = ScaleOut(http_port=ports[0], https_port=ports[6], internal_port=ports[7], web_ports=(ports[1], ports[2]),
-                  pgbouncer_port=ports[3], redis_port=ports[4], flower_port=ports[5], run_dir=tmp_path / "scale-out")
+                  pgbouncer_port=ports[3], redis_port=ports[4], flower_port=ports[5], run_dir=tmp_path / "scale-out",
+                  cluster_ports=cluster_ports)
     env = processes.test_env(
         SCALE_OUT_DIR=str(so.run_dir), SCALE_OUT_HTTP_PORT=str(so.http_port),
         SCALE_OUT_HTTPS_PORT=str(so.https_port), SCALE_OUT_INTERNAL_PORT=str(so.internal_port),
@@ -88,6 +94,8 @@ def scale_out(tmp_path, transactional_db, settings):
         LOG_FORMAT="plain",
         PERSIST_INTERVAL_SECONDS="1", SETTLE_INTERVAL_SECONDS="1",
         SLOW_REQUEST_MS="0",  # every request logged by the web process, with its request id
+        SCALE_OUT_REDIS_CLUSTER="1" if cluster_ports else "0",
+        SCALE_OUT_REDIS_CLUSTER_PORTS=" ".join(map(str, cluster_ports)),
     )
     settings.JWT_SIGNING_KEY = SECRET_KEY
     script = processes.Process("scale-out", [str(SCRIPT)], env, tmp_path)
@@ -159,6 +167,7 @@ async def _bid_and_listen(so: ScaleOut, session_id: str, plan: list[tuple[str, s
             await socket.close()
 
 
+@pytest.mark.parametrize("scale_out", ["plain", "cluster"], indirect=True)
 def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through_pgbouncer(
         scale_out, make_user, make_session, token_for):
     so = scale_out
@@ -178,6 +187,14 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=so.redis_port).ping()
     assert redis.Redis(host="127.0.0.1", port=so.redis_port, password=redis_password).ping()
+    if so.cluster_ports:  # the engine on the cluster; the broker, the channel layer and the cache here
+        for name in ("web1", "web2", "worker"):
+            environ = so.environ(name)
+            assert environ["REDIS_CLUSTER"] == "true" and urlparse(environ["REDIS_URL"]).port in so.cluster_ports
+            assert {urlparse(environ[key]).port for key in ("CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "CACHE_URL")
+                    } == {so.redis_port}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=so.cluster_ports[1]).ping()
 
     # Plain HTTP answers only with a redirect to HTTPS.
     redirect = httpx.get(f"http://127.0.0.1:{so.http_port}/api/sessions", timeout=15)
@@ -231,6 +248,12 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     rankings = list(Ranking.objects.filter(session=session).order_by("rank").values_list("bidder_id", "is_winner"))
     assert [str(b) for b, _ in rankings] == [bid.bidder_id for bid in expected.ranking]
     assert sum(winner for _, winner in rankings) == expected.winners == 3
+    if so.cluster_ports:  # the session's live state is on the cluster, none of it on the plain Redis
+        cluster = redis.RedisCluster(host="127.0.0.1", port=so.cluster_ports[0], password=redis_password)
+        assert cluster.zcard(f"fb:{{{session.pk}}}:rank") == len(latest)
+        assert not redis.Redis(host="127.0.0.1", port=so.redis_port, password=redis_password).exists(
+            f"fb:{{{session.pk}}}:rank")
+        cluster.close()
 
     # That traffic went through PgBouncer (its own console, as its admin: not the app's user), in
     # transaction pooling.

@@ -152,6 +152,46 @@ def test_a_weak_signing_key_fails_check_deploy(tmp_path, name, weakness):
     assert plain.returncode != 0 and check_id in plain.stderr
 
 
+# --- Redis: the engine's, and the plain ones of the broker, the channel layer, the cache ---------
+
+_PLAIN_REDIS = ("CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "CACHE_URL")
+
+
+def _without_plain_redis(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in _PLAIN_REDIS}
+
+
+def test_broker_channel_layer_and_cache_default_to_redis_url_when_it_is_no_cluster(tmp_path, monkeypatch):
+    for name in _PLAIN_REDIS:
+        monkeypatch.delenv(name, raising=False)
+    seen = _settings_of(tmp_path, ("REDIS_CLUSTER", *_PLAIN_REDIS, "CACHES", "CHANNEL_LAYERS"), DEBUG="true",
+                        REDIS_URL="redis://127.0.0.1:6379/9")
+    assert seen["REDIS_CLUSTER"] is False
+    assert {seen[name] for name in _PLAIN_REDIS} == {"redis://127.0.0.1:6379/9"}
+    assert seen["CACHES"]["default"]["LOCATION"] == "redis://127.0.0.1:6379/9"
+    assert seen["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]["address"] == "redis://127.0.0.1:6379/9"
+
+
+def test_a_cluster_refuses_to_start_without_a_plain_redis_for_each_of_the_others(tmp_path, monkeypatch):
+    for name in _PLAIN_REDIS:
+        monkeypatch.delenv(name, raising=False)
+    given = {"DEBUG": "true", "REDIS_CLUSTER": "true", "REDIS_URL": "redis://10.0.0.1:7000/0",
+             "CELERY_BROKER_URL": "redis://plain:6379/0", "CHANNEL_LAYER_URL": "redis://plain:6379/1"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=processes.ROOT,
+                            env=_without_plain_redis(_env(tmp_path)) | given, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert ("REDIS_CLUSTER is on, so REDIS_URL names a Redis Cluster node, which Django's cache (django-redis) "
+            "cannot use: set CACHE_URL to a plain (non-cluster) Redis URL") in result.stderr
+
+    seen = _settings_of(tmp_path, ("REDIS_CLUSTER", "REDIS_URL", *_PLAIN_REDIS, "CACHES", "CHANNEL_LAYERS"),
+                        **given, CACHE_URL="redis://plain:6379/2")
+    assert seen["REDIS_CLUSTER"] is True and seen["REDIS_URL"] == "redis://10.0.0.1:7000/0"
+    assert [seen[name] for name in _PLAIN_REDIS] == [f"redis://plain:6379/{n}" for n in range(3)]
+    assert seen["CACHES"]["default"]["LOCATION"] == "redis://plain:6379/2"
+    assert seen["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]["address"] == "redis://plain:6379/1"
+
+
 # --- Content-Security-Policy of the pages -------------------------------------------------------
 
 def _policy(header: str) -> dict[str, list[str]]:

@@ -7,13 +7,16 @@ import logging
 
 import redis
 from celery import shared_task
+from django.conf import settings
 from django.db import Error as DatabaseError
 
 from auctions import recovery, result_mail, settlement, verification
 
 logger = logging.getLogger(__name__)
 
-OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DatabaseError)
+# On a cluster also a shard that is down (ClusterDownError) or a slot no reachable node serves.
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+           redis.exceptions.SlotNotCoveredError, DatabaseError)
 
 
 def _run(task: str, service, retry_hint: str):
@@ -27,23 +30,70 @@ def _run(task: str, service, retry_hint: str):
 
 @shared_task(name="worker.tasks.persist_bids", ignore_result=True)
 def persist_bids() -> dict:
-    """Drain every open session's bid stream into PostgreSQL (bounded batches), then repair any
-    session whose live state Redis lost (auctions.recovery)."""
-    written = _run("persist_bids", recovery.persist_tick, "the entries stay in the streams for the next tick")
-    if written.get("events"):
-        logger.info("persist_bids wrote %(events)s events, %(bids)s bids", written)
+    """Beat, every PERSIST_INTERVAL_SECONDS: hand the open sessions out to the workers in shares
+    (persist_sessions tasks) and persist the first share here: each session's stream drained into
+    PostgreSQL under its lease (bounded batches), its live state repaired if Redis lost it
+    (auctions.recovery)."""
+    def share_out(share: list[str]) -> None:
+        _hand_out(persist_sessions, share, expires=settings.PERSIST_INTERVAL_SECONDS)
+
+    return _persisted("persist_bids", lambda: recovery.persist_tick(
+        share_out=share_out, budget_seconds=settings.PERSIST_INTERVAL_SECONDS))
+
+
+@shared_task(name="worker.tasks.persist_sessions", ignore_result=True)
+def persist_sessions(session_ids: list[str]) -> dict:
+    """One share of a persist tick: these sessions, each under its lease (auctions.recovery)."""
+    return _persisted("persist_sessions", lambda: recovery.persist_tick(
+        session_ids=session_ids, budget_seconds=settings.PERSIST_INTERVAL_SECONDS))
+
+
+def _hand_out(task, share: list[str], *, expires: float) -> None:
+    """Queue one share of a tick for any worker; dropped if it waited longer than a tick (the next
+    tick hands its sessions out again), and if the broker cannot take it (the same)."""
+    try:
+        task.apply_async((share,), expires=expires)
+    except Exception:  # noqa: BLE001 (a broker outage: the next tick hands the sessions out again)
+        logger.warning("could not queue %s for %d session(s); the next tick hands them out again", task.name,
+                       len(share), exc_info=True)
+
+
+def _persisted(task: str, service) -> dict:
+    written = _run(task, service, "the entries stay in the streams for the next tick")
+    if "error" not in written and (written["events"] or written["left"]):
+        logger.info("%s: %d session(s) drained here (%d busy elsewhere, %d left for the next tick); "
+                    "%d events, %d bids written", task, len(written["drained"]), len(written["busy"]),
+                    len(written["left"]), written["events"], written["bids"])
     return written
 
 
 @shared_task(name="worker.tasks.settle_sessions", ignore_result=True)
 def settle_sessions() -> dict:
-    """Settle every session whose end has passed by Redis's clock, each exactly once."""
-    settled = _run("settle_sessions", settlement.sessions_settle_due, "retried on the next tick")
+    """Beat, every SETTLE_INTERVAL_SECONDS: hand the ended sessions out to the workers in shares
+    (settle_sessions_share tasks) and settle the first share here, each exactly once; then queue
+    the result mail still owed (the catch-up)."""
+    def share_out(share: list[str]) -> None:
+        _hand_out(settle_sessions_share, share, expires=settings.SETTLE_INTERVAL_SECONDS)
+
+    settled = _settled("settle_sessions", lambda: settlement.sessions_settle_due(
+        share_out=share_out, budget_seconds=settings.SETTLE_INTERVAL_SECONDS))
     _run("result mail catch-up", _result_mails_catch_up, "retried on the next tick")
+    return settled
+
+
+@shared_task(name="worker.tasks.settle_sessions_share", ignore_result=True)
+def settle_sessions_share(session_ids: list[str]) -> dict:
+    """One share of a settlement tick: these sessions, each under its lease (auctions.settlement)."""
+    return _settled("settle_sessions_share", lambda: settlement.sessions_settle(
+        session_ids, budget_seconds=settings.SETTLE_INTERVAL_SECONDS))
+
+
+def _settled(task: str, service) -> dict:
+    settled = _run(task, service, "retried on the next tick")
     if isinstance(settled, dict):
         return settled
     if settled:
-        logger.info("settle_sessions settled %d session(s)", len(settled))
+        logger.info("%s settled %d session(s)", task, len(settled))
     return {"settled": settled}
 
 

@@ -9,7 +9,7 @@ from accounts.services import user_tokens_revoke
 from accounts.user_cache import get_current_user_sync, local_clear, user_cache_store, user_hash_key
 from core.redis import get_redis
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 @pytest.fixture

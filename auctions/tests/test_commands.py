@@ -15,7 +15,7 @@ from core.exceptions import ApplicationError
 from core.redis import get_redis
 from leaderboard.selectors import leaderboard_page
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def place(session_id, user, price: str):

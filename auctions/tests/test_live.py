@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from core.redis import get_redis
 from tests.assertions import bids_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 async def test_an_emptied_script_cache_never_reaches_the_client(api, make_session, users, auth_header):

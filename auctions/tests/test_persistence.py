@@ -1,7 +1,9 @@
 """persist_bids' writer (auctions.persistence) on edge cases the system tests do not reach: users
 removed while their bids wait in the stream, a bidder's deletion refused, and a session's deletion
 cascading to the history, which has no database-level foreign keys (auctions.models.BidEvent says
-why)."""
+why); drainers sharing sessions, each session drained by one at a time (its drain lease)."""
+
+import threading
 
 import pytest
 from django.db import connection
@@ -13,7 +15,7 @@ from auctions.models import Bid, BidEvent
 from core.redis import get_redis
 from tests import bidding
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def test_entries_of_a_user_removed_behind_djangos_back_are_skipped_and_acknowledged(make_session):
@@ -50,3 +52,53 @@ def test_a_bidder_cannot_be_deleted_and_deleting_a_session_deletes_its_history(m
         [users[0].id, users[1].id] * 2)
     session.delete()
     assert list(BidEvent.objects.values_list("session_id", flat=True)) == [other.pk] * 2
+
+
+def test_two_processes_given_the_same_sessions_drain_each_one_alone(make_session, monkeypatch):
+    """Two drainers run sessions_persist over the same 40 sessions at once (batches of 3 entries,
+    so that a session takes several): every session's entries are written by exactly one of them
+    (its lease), both write some, nothing is lost or written twice."""
+    monkeypatch.setattr(persistence, "BATCH_SIZE", 3)
+    sessions = [make_session() for _ in range(40)]
+    users = bidding.bidders(4)
+    placed = bidding.place_in_sessions({s.pk: [(u, ["20.00", "30.00"]) for u in users] for s in sessions})
+    assert all(len(accepted) == 8 and not rejected for accepted, rejected in placed.values())
+    ids = [str(s.pk) for s in sessions]
+
+    barrier = threading.Barrier(2)
+    reports, errors = [], []
+
+    def drainer():
+        try:
+            barrier.wait()
+            reports.append(persistence.sessions_persist(ids))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drainer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    a, b = (set(report.sessions) for report in reports)
+    print(f"\nsessions written by one drainer: {len(a)}, by the other: {len(b)}")
+    assert a and b and not a & b and a | b == set(ids)
+    assert sum(report.events for report in reports) == 40 * 8 == BidEvent.objects.count()
+    for session in sessions:
+        assert not bidding.mismatch(session.pk, placed[session.pk][0])
+
+
+def test_a_session_whose_drain_lease_is_held_elsewhere_is_left_to_its_holder(make_session):
+    session, other = make_session(), make_session()
+    users = bidding.bidders(2)
+    bidding.place_in_sessions({s.pk: [(u, ["20.00"]) for u in users] for s in (session, other)})
+    lease = persistence.drain_lease(session.pk)
+    assert lease.acquire()
+    report = persistence.sessions_persist([str(session.pk), str(other.pk)])
+    assert report.busy == [str(session.pk)] and report.drained == [str(other.pk)]
+    assert not BidEvent.objects.filter(session=session).exists()
+    lease.release()
+    assert persistence.sessions_persist([str(session.pk)]).events == 2

@@ -16,7 +16,7 @@ from auctions.rules import RankedBid, bid_score, ranking_order, to_us
 from core.redis import get_redis
 from tests.assertions import bids_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 async def test_concurrent_bids_rank_exactly_as_an_independent_recomputation(api, make_session, users, auth_header):

@@ -13,6 +13,7 @@ from auctions.rules import to_us
 from core.redis import get_redis
 from tests import bidding, processes
 
+# Every test but the schedule's also runs with the engine on a Redis Cluster (pytest.mark.cluster).
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
@@ -33,6 +34,7 @@ def _settled_lines(*workers) -> list[str]:
 
 
 @pytest.mark.system
+@pytest.mark.cluster
 def test_settlement_by_the_worker_equals_the_rules(started, make_session):
     """Four sessions end while a worker and beat run (settle every 1 s; the persist tick never
     comes, so the settlement drains the streams itself): the normal case with re-bids, fewer
@@ -74,6 +76,7 @@ def test_settlement_by_the_worker_equals_the_rules(started, make_session):
     assert sorted(_settled_lines(worker)) == sorted(str(s.pk) for s in (normal, fewer, empty, ties))
 
 
+@pytest.mark.cluster
 def test_concurrent_settlements_from_threads_settle_once(make_session):
     """Eight threads call session_settle at the same moment (and one runs a persist tick) on an
     ended session whose stream is not drained yet: one settlement, unique rankings, nothing lost."""
@@ -121,6 +124,7 @@ def test_concurrent_settlements_from_threads_settle_once(make_session):
     assert not bidding.mismatch(session.pk, accepted)
 
 
+@pytest.mark.cluster
 def test_settlement_claims_entries_another_consumer_is_still_writing(make_session, monkeypatch):
     """A persist tick reads the session's last entries at the moment the settlement's own drain
     has passed its reclaim step: the settlement must wait for / claim them, not settle on the
@@ -160,6 +164,7 @@ def test_settlement_claims_entries_another_consumer_is_still_writing(make_sessio
 
 
 @pytest.mark.system
+@pytest.mark.cluster
 def test_two_workers_and_two_beats_settle_each_session_once(started, make_session):
     env = {"SETTLE_INTERVAL_SECONDS": "1", "PERSIST_INTERVAL_SECONDS": "1"}
     workers = [started(processes.celery_worker, name=f"w{n}", **env) for n in (1, 2)]
@@ -199,3 +204,54 @@ def test_settled_within_15_seconds_of_the_end_with_the_default_schedule(started,
     print(f"\nsettled {lag:.2f} s after end_time (SETTLE_INTERVAL_SECONDS=10)")
     assert 0 <= lag <= 15
     bidding.assert_settled_as_expected(session, accepted)
+
+
+@pytest.mark.cluster
+def test_two_workers_given_the_same_ended_sessions_split_them_and_settle_each_once(make_session):
+    users = bidding.bidders(5)
+    sessions = [make_session(starts_in=-5, lasts=6, inventory=2) for _ in range(16)]
+    placed = bidding.place_in_sessions({s.pk: [(u, [f"{20 + n}.00"]) for n, u in enumerate(users)]
+                                        for s in sessions})
+    _wait_ended(*sessions)
+    ids = settlement.sessions_due(limit=100)
+    assert sorted(ids) == sorted(str(s.pk) for s in sessions)
+
+    barrier = threading.Barrier(2)
+    settled, errors = [], []
+
+    def worker():
+        try:
+            barrier.wait()
+            settled.append(settlement.sessions_settle(ids))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    print(f"\nsettled by one worker: {len(settled[0])}, by the other: {len(settled[1])}")
+    assert settled[0] and settled[1] and not set(settled[0]) & set(settled[1])
+    assert sorted(settled[0] + settled[1]) == sorted(ids)
+    for session in sessions:
+        bidding.assert_settled_as_expected(session, placed[session.pk][0])
+
+
+@pytest.mark.cluster
+def test_a_tick_settles_a_bounded_share_and_hands_the_rest_out(make_session, settings):
+    settings.SETTLE_SESSIONS_PER_TICK = 7
+    settings.SETTLE_SESSIONS_PER_TASK = 3
+    sessions = [make_session(starts_in=-5, lasts=1 + n / 100) for n in range(9)]  # ends in this order
+    _wait_ended(*sessions)
+    handed_out = []
+    settled = settlement.sessions_settle_due(share_out=handed_out.append)
+    by_end = [str(s.pk) for s in sessions]
+    assert settled == by_end[:3]  # the earliest ends, here
+    assert handed_out == [by_end[3:6], by_end[6:7]]  # 7 per tick: the last two wait for the next
+    assert BiddingSession.objects.filter(status="settled").count() == 3

@@ -13,7 +13,7 @@ from django.utils import timezone
 from auctions.models import Ranking, SessionStatus
 from core.exceptions import ErrorCode
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 SESSION_JS = Path(__file__).resolve().parents[1] / "static" / "flashbid" / "session.js"
 

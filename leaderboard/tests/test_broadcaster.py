@@ -23,7 +23,7 @@ from leaderboard.frames import board_group
 from leaderboard.tests.sockets import board_at, connect, receive_until
 from tests import bidding
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 async def test_quick_bids_are_coalesced_into_few_pushes_ending_with_the_final_version(make_session):

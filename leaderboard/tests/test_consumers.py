@@ -14,7 +14,7 @@ from leaderboard.frames import publish
 from leaderboard.tests.sockets import connect
 from tests import bidding
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 async def test_an_anonymous_socket_gets_a_snapshot_equal_to_the_first_board_page(api, make_session):

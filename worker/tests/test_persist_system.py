@@ -2,6 +2,7 @@
 persist ticks, survives kill -9 of the worker mid-batch and an unreachable PostgreSQL, and the task
 fails cleanly when Redis is down."""
 
+import re
 import time
 
 import pytest
@@ -134,10 +135,11 @@ def test_postgresql_unreachable_bids_accepted_then_all_persisted(started, make_s
     assert _stream_state(session.pk) == (0, 0)
 
 
-def test_persist_bids_with_redis_down_fails_cleanly(started):
+def test_persist_bids_with_redis_down_fails_cleanly(started, make_session):
     """The broker is up, the engine's Redis is not: the task logs and returns; the worker lives on."""
     from worker.tasks import persist_bids
 
+    make_session()  # an open session: its stream is to be drained from Redis
     worker = started(processes.celery_worker, name="noredis",
                      REDIS_URL=f"redis://127.0.0.1:{processes.free_port()}/15")
     worker.wait_for_log("ready.")
@@ -148,3 +150,41 @@ def test_persist_bids_with_redis_down_fails_cleanly(started):
     processes.wait_until(lambda: worker.log().count("succeeded") == 2, 10, message="both tasks returned")
     assert "raised unexpected" not in worker.log()
     assert worker.proc.poll() is None
+
+
+@pytest.mark.cluster(only=True)
+def test_two_workers_share_200_open_sessions_nothing_lost_or_doubled(started, make_session):
+    """Two workers and one beat (a tick every second, shares of 20 sessions): 200 open sessions
+    with 10 bids each, placed while the workers run, the engine on a Redis Cluster (the sharing is
+    the same on one Redis: auctions/tests/test_persistence.py). Both workers drain sessions;
+    PostgreSQL ends equal to Redis and to the replies for every session; every entry is written
+    once."""
+    env = {"PERSIST_INTERVAL_SECONDS": str(PERSIST_TICK), "PERSIST_SESSIONS_PER_TASK": "20"}
+    workers = [started(processes.celery_worker, name=f"w{n}", **env) for n in (1, 2)]
+    started(processes.celery_beat, **env)
+    sessions = [make_session(inventory=3) for _ in range(200)]
+    users = bidding.bidders(5)
+    for worker in workers:
+        worker.wait_for_log("ready.")
+    began = time.monotonic()
+    placed = bidding.place_in_sessions({s.pk: [(u, [f"{20 + n}.00", f"{40 + n}.00"]) for n, u in enumerate(users)]
+                                        for s in sessions})
+    assert all(len(accepted) == 10 and not rejected for accepted, rejected in placed.values())
+
+    def all_persisted() -> bool:
+        return BidEvent.objects.count() == 2_000 and not any(
+            bidding.mismatch(s.pk, placed[s.pk][0]) for s in sessions)
+
+    processes.wait_until(all_persisted, 30, interval=0.5, message="every session persisted")
+    print(f"\n200 sessions x 10 bids placed and persisted by two workers in {time.monotonic() - began:.1f} s")
+    written = {}
+    for worker in workers:
+        lines = re.findall(r"persist_(?:bids|sessions): (\d+) session\(s\) drained here .*?; (\d+) events",
+                           worker.log())
+        written[worker.name] = (sum(int(s) for s, _ in lines), sum(int(e) for _, e in lines))
+        assert "raised unexpected" not in worker.log()
+    print(f"(sessions drained, events written) per worker: {written}")
+    assert all(events > 0 for _, events in written.values()), written  # both workers drained sessions
+    assert sum(events for _, events in written.values()) == 2_000  # each entry written once
+    assert Bid.objects.count() == 1_000
+    assert all(_stream_state(s.pk) == (0, 0) for s in sessions)
