@@ -12,6 +12,7 @@ from auctions import live, recovery
 from auctions.models import Bid, BiddingSession, BidEvent, Ranking, SessionStatus, status_q
 from auctions.rules import cents_to_price, us_to_datetime
 from core.redis import get_redis
+from core.scripts import script_queue
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def _my_bids(sessions: list[BiddingSession], bidder_id) -> list:
         pipe = client.pipeline(transaction=False)
         for session in batch:
             keys = live.session_keys(session.pk)
-            script(keys=[keys.params, keys.rank, keys.bids, keys.meta], args=[str(bidder_id)], client=pipe)
+            script_queue(pipe, script, keys=[keys.params, keys.rank, keys.bids, keys.meta], args=[str(bidder_id)])
         return pipe.execute()
 
     replies = ask(sessions)

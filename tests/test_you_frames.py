@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests import processes
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system, pytest.mark.cluster]
 
 ORIGIN = "http://127.0.0.1"
 # The contract: within 1 s of the change; the 2-core test box gets some slack.

@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from tests.assertions import assert_error, bids_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 async def test_a_bidder_told_the_price_to_win_who_bids_it_is_winning(api, make_session, users, auth_header):

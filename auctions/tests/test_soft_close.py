@@ -21,7 +21,7 @@ from core.redis import get_redis
 from leaderboard.selectors import leaderboard_meta
 from tests import bidding, processes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def _bid(session, user, price: str):

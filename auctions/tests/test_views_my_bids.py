@@ -15,7 +15,7 @@ from auctions.models import BiddingSession
 from core.redis import get_redis
 from tests import bidding
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.cluster]
 
 
 def as_bidder(user) -> CurrentUser:
