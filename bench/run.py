@@ -252,7 +252,10 @@ def get_request_maker(path: str):
     return lambda n: request
 
 
-# Processes of the open-loop generator (--generator-processes).
+# Processes of the open-loop generator (--generator-processes). On 2 cores, at 2,500 req/s, two
+# processes left 3-4.5 % of the requests more than 1 ms late where one left 9-10 %, for 20-35 %
+# more generator CPU per request (~4 % of the box); one process on uvloop offered 4,000 req/s with
+# ~90 µs of CPU each (docs/PERFORMANCE.md, "The load generator").
 GENERATOR_PROCESSES = 2
 
 
@@ -271,8 +274,9 @@ def _generator_note(result) -> str:
     """The generator's own share, so a run it limited shows it: processes, CPU per request, and the
     requests that left more than 1 ms late."""
     answered = max(1, len(result.latencies))
-    return (f"generator ×{result.processes}: {result.cpu_seconds / answered * 1e6:.0f} µs CPU per request, "
-            f"{result.late / answered:.1%} left late")
+    busy = result.cpu_seconds / (result.seconds * result.processes)
+    return (f"generator ×{result.processes}: {result.cpu_seconds / answered * 1e6:.0f} µs CPU per request "
+            f"({busy:.0%} of its cores), {result.late / answered:.1%} left late")
 
 
 # --- WebSocket delivery --------------------------------------------------------------------------
@@ -414,9 +418,9 @@ def settlement(bidders: int) -> dict:
         pass
     persist_seconds = time.perf_counter() - began
     session = BiddingSession.objects.get(pk=session_id)
-    session.end_time = timezone.now() - dt.timedelta(seconds=1)
+    session.end_time = session.scheduled_end_time = timezone.now() - dt.timedelta(seconds=1)
     session.start_time = session.end_time - dt.timedelta(hours=1)
-    session.save(update_fields=["start_time", "end_time"])
+    session.save(update_fields=["start_time", "end_time", "scheduled_end_time"])
     live.params_store(session)
     began = time.perf_counter()
     outcome = settling.session_settle(session_id=session_id)
@@ -455,8 +459,8 @@ def main() -> None:
     parser.add_argument("--worker-nice", type=int, default=10,
                         help="nice value of the Celery worker and beat (deploy/Procfile's: 10; 0 to compare)")
     parser.add_argument("--generator-processes", type=int, default=GENERATOR_PROCESSES,
-                        help="processes of the open-loop generator (bench/openloop.py); each row says what CPU it "
-                             "used per request and how many requests left late")
+                        help="processes of the open-loop generator (bench/openloop.py; default 2); "
+                             "each row says what CPU it used per request and how many requests left late")
     args = parser.parse_args()
     GENERATOR_PROCESSES = max(1, args.generator_processes)
     skip = set(filter(None, args.skip.split(",")))
