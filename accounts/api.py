@@ -85,6 +85,7 @@ async def password_change(request: HttpRequest, payload: PasswordChangeIn):
 @router.post("/logout", response={204: None, 401: ErrorOut, 403: ErrorOut}, auth=user_auth)
 async def logout(request: HttpRequest):
     """Log the caller out everywhere: every token (and login session) of this user stops working
-    within AUTH_LOCAL_CACHE_TTL_SECONDS (5 s)."""
+    within AUTH_LOCAL_CACHE_TTL_SECONDS (5 s) at most; in milliseconds where the web processes hear
+    the user cache's change channel (accounts.user_cache)."""
     await user_tokens_revoke_async(user_id=request.auth.id)
     return Status(204, None)

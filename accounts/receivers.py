@@ -5,8 +5,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import User
-from accounts.user_cache import local_forget, user_cache_refresh, user_hash_key
-from core.redis import get_redis
+from accounts.user_cache import user_cache_drop, user_cache_refresh
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
@@ -20,9 +19,4 @@ def user_saved(sender, instance: User, **kwargs) -> None:
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
 def user_deleted(sender, instance: User, **kwargs) -> None:
     user_id = str(instance.pk)
-
-    def forget() -> None:
-        get_redis().delete(user_hash_key(user_id))
-        local_forget(user_id)
-
-    transaction.on_commit(forget)
+    transaction.on_commit(lambda: user_cache_drop(user_id))

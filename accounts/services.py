@@ -94,8 +94,9 @@ def user_password_change(*, user_id: str, old_password: str, new_password: str, 
 @transaction.atomic
 def user_tokens_revoke(*, user_id: str) -> int:
     """Log the user out everywhere: every token and login session issued so far stops working, in
-    every process within the local auth cache's TTL (AUTH_LOCAL_CACHE_TTL_SECONDS). Returns the
-    new token version."""
+    every process within the local auth cache's short TTL (AUTH_LOCAL_CACHE_TTL_SECONDS) at most,
+    in milliseconds where it hears the change channel (accounts.user_cache). Returns the new token
+    version."""
     version = token_version_bump(user_id)
     if version is None:
         raise ApplicationError(ErrorCode.NOT_FOUND, "No such user.")

@@ -62,9 +62,9 @@ def _environment(args) -> dict[str, str]:
 
 class Servers:
     def __init__(self, env: dict[str, str], *, server: str, web_processes: int, base_port: int, scale_out: bool,
-                 asgi: str = "flashbid.asgi:application"):
+                 asgi: str = "flashbid.asgi:application", worker_nice: int = 10):
         self.env, self.server, self.web_processes, self.base_port = env, server, web_processes, base_port
-        self.scale_out, self.asgi = scale_out, asgi
+        self.scale_out, self.asgi, self.worker_nice = scale_out, asgi, worker_nice
         self.procs: dict[str, subprocess.Popen] = {}
         VAR.mkdir(parents=True, exist_ok=True)
 
@@ -79,21 +79,23 @@ class Servers:
         return [self.base_port + n for n in range(self.web_processes)]
 
     def ws_port(self) -> int:
-        """Where the WebSocket listeners connect: daphne serves the sockets in every shape."""
+        """Where the WebSocket listeners connect: daphne serves the sockets in every shape (behind
+        nginx's port in the scale-out)."""
         return self.base_port + 10 if self.server == "uvicorn" and not self.scale_out else self.web_ports()[0]
 
     def start_scale_out(self) -> None:
-        """deploy/scale-out.sh: nginx on base_port → two daphnes, PgBouncer, its own Redis, worker,
-        beat, Flower; everything in var/bench/scale-out. The load goes to nginx's plain-HTTP loopback
-        listener (the app is measured, not TLS handshakes), which nginx's per-address limits do not
-        count (every bidder here shares 127.0.0.1); its HTTPS, redirect and internal servers get
-        ports of their own."""
+        """deploy/scale-out.sh: nginx on base_port → two uvicorns (HTTP) and a daphne (/ws/),
+        PgBouncer, its own Redis, worker, beat, Flower; everything in var/bench/scale-out. The load
+        goes to nginx's plain-HTTP loopback listener (the app is measured, not TLS handshakes), which
+        nginx's per-address limits do not count (every bidder here shares 127.0.0.1); its HTTPS,
+        redirect and internal servers get ports of their own."""
         self.scale_out_dir = VAR / "scale-out"
         ports = {"SCALE_OUT_PLAIN_HTTP_PORT": self.base_port,
                  "SCALE_OUT_WEB_PORTS": f"{self.base_port + 1} {self.base_port + 2}",
                  "SCALE_OUT_PGBOUNCER_PORT": self.base_port + 3, "SCALE_OUT_REDIS_PORT": self.base_port + 4,
                  "SCALE_OUT_FLOWER_PORT": self.base_port + 5, "SCALE_OUT_HTTPS_PORT": self.base_port + 6,
-                 "SCALE_OUT_HTTP_PORT": self.base_port + 7, "SCALE_OUT_INTERNAL_PORT": self.base_port + 8}
+                 "SCALE_OUT_HTTP_PORT": self.base_port + 7, "SCALE_OUT_INTERNAL_PORT": self.base_port + 8,
+                 "SCALE_OUT_WS_PORTS": self.base_port + 9}
         self.env.update({k: str(v) for k, v in ports.items()})
         self.env.update({"SCALE_OUT_DIR": str(self.scale_out_dir), "SCALE_OUT_BOOTSTRAP": "0",
                          "SCALE_OUT_LIMIT_EXEMPT": "127.0.0.1",
@@ -112,10 +114,11 @@ class Servers:
         daphne = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", self.asgi]
         if self.server == "uvicorn":
             # HTTP on uvicorn (workers share one listening socket), WebSockets on a daphne beside it
-            # (nginx would route /ws/ there).
+            # (nginx would route /ws/ there), as compose and the scale-out run them.
             self._start("web", [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.base_port),
                                 "--workers", str(self.web_processes), "--no-access-log", "--log-level", "warning",
-                                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", self.asgi])
+                                "--loop", "uvloop", "--http", "httptools", "--ws", "none", "--lifespan", "off",
+                                self.asgi])
             self._start("ws-daphne", [*daphne, "-p", str(self.ws_port())])
         else:
             for n, port in enumerate(self.web_ports()):
@@ -126,9 +129,11 @@ class Servers:
     def start_workers(self) -> None:
         if self.scale_out:
             return  # the scale-out runs its own worker and beat
-        self._start("worker", [str(BIN / "celery"), "-A", "flashbid", "worker", "--loglevel=WARNING",
+        # At the CPU priority deploy/Procfile gives them (--worker-nice 0: as before issue 18).
+        nice = ["nice", "-n", str(self.worker_nice)]
+        self._start("worker", [*nice, str(BIN / "celery"), "-A", "flashbid", "worker", "--loglevel=WARNING",
                                "--concurrency=2", "-n", "bench-worker@%h"])
-        self._start("beat", [str(BIN / "celery"), "-A", "flashbid", "beat", "--loglevel=WARNING",
+        self._start("beat", [*nice, str(BIN / "celery"), "-A", "flashbid", "beat", "--loglevel=WARNING",
                              "-s", str(VAR / "celerybeat-schedule")])
 
     def stop(self, *names: str) -> None:
@@ -247,13 +252,31 @@ def get_request_maker(path: str):
     return lambda n: request
 
 
+# Processes of the open-loop generator (--generator-processes). On 2 cores, at 2,500 req/s, two
+# processes left 3-4.5 % of the requests more than 1 ms late where one left 9-10 %, for 20-35 %
+# more generator CPU per request (~4 % of the box); one process on uvloop offered 4,000 req/s with
+# ~90 µs of CPU each (docs/PERFORMANCE.md, "The load generator").
+GENERATOR_PROCESSES = 2
+
+
 def open_loop(port: int, rate: float, seconds: float, make) -> dict:
     from bench import openloop
 
-    result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds, make_request=make))
+    result = openloop.run_processes(host="127.0.0.1", port=port, rate=rate, duration=seconds, make_request=make,
+                                    processes=GENERATOR_PROCESSES)
     return {"rate": rate, "p50": result.percentile(0.50), "p99": result.percentile(0.99),
             "p999": result.percentile(0.999), "statuses": dict(result.statuses),
-            "errors": dict(result.error_kinds) or 0, "requests": len(result.latencies)}
+            "errors": dict(result.error_kinds) or 0, "requests": len(result.latencies),
+            "late": result.late, "generator": _generator_note(result)}
+
+
+def _generator_note(result) -> str:
+    """The generator's own share, so a run it limited shows it: processes, CPU per request, and the
+    requests that left more than 1 ms late."""
+    answered = max(1, len(result.latencies))
+    busy = result.cpu_seconds / (result.seconds * result.processes)
+    return (f"generator ×{result.processes}: {result.cpu_seconds / answered * 1e6:.0f} µs CPU per request "
+            f"({busy:.0%} of its cores), {result.late / answered:.1%} left late")
 
 
 # --- WebSocket delivery --------------------------------------------------------------------------
@@ -323,16 +346,11 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     from auctions.rules import cents_to_price
 
     price_base = 5_000_000
-    accepted_at: dict[str, float] = {}
-
-    def on_response(n: int, status: int) -> None:
-        if status == 201:
-            cents = price_base + n
-            accepted_at[str(cents_to_price(cents))] = time.time()
-
-    result = asyncio.run(openloop.run(host="127.0.0.1", port=port, rate=rate, duration=seconds,
-                                      make_request=bid_request_maker(session_id, bots, price_base),
-                                      on_response=on_response))
+    result = openloop.run_processes(host="127.0.0.1", port=port, rate=rate, duration=seconds,
+                                    make_request=bid_request_maker(session_id, bots, price_base),
+                                    processes=GENERATOR_PROCESSES, keep_answers=True)
+    accepted_at = {str(cents_to_price(price_base + n)): answered for n, status, answered in result.answers
+                   if status == 201}
     time.sleep(2)  # the last coalesced push is due within 1 s of the last bid
     stop.set()
     child.join(timeout=60)
@@ -400,9 +418,9 @@ def settlement(bidders: int) -> dict:
         pass
     persist_seconds = time.perf_counter() - began
     session = BiddingSession.objects.get(pk=session_id)
-    session.end_time = timezone.now() - dt.timedelta(seconds=1)
+    session.end_time = session.scheduled_end_time = timezone.now() - dt.timedelta(seconds=1)
     session.start_time = session.end_time - dt.timedelta(hours=1)
-    session.save(update_fields=["start_time", "end_time"])
+    session.save(update_fields=["start_time", "end_time", "scheduled_end_time"])
     live.params_store(session)
     began = time.perf_counter()
     outcome = settling.session_settle(session_id=session_id)
@@ -419,12 +437,14 @@ def machine() -> str:
 
 
 def main() -> None:
+    global GENERATOR_PROCESSES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     parser.add_argument("--web-processes", type=int, default=1, choices=[1, 2],
                         help="web processes, each on its own port; the HTTP loads go to the first")
     parser.add_argument("--scale-out", action="store_true",
-                        help="the HTTP runs through nginx over two daphnes and PgBouncer (deploy/scale-out.sh); "
+                        help="the HTTP runs through nginx over two uvicorns (sockets: a daphne) and PgBouncer "
+                             "(deploy/scale-out.sh); "
                              "persist and settlement are skipped (its worker owns the streams)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each saturation run")
     parser.add_argument("--quick", action="store_true", help="short runs, smaller sizes (a smoke test of the suite)")
@@ -436,7 +456,13 @@ def main() -> None:
     parser.add_argument("--asgi", default="flashbid.asgi:application",
                         help="the ASGI application to serve (bench.stock_asgi:application: the stock Django handler)")
     parser.add_argument("--port", type=int, default=8201)
+    parser.add_argument("--worker-nice", type=int, default=10,
+                        help="nice value of the Celery worker and beat (deploy/Procfile's: 10; 0 to compare)")
+    parser.add_argument("--generator-processes", type=int, default=GENERATOR_PROCESSES,
+                        help="processes of the open-loop generator (bench/openloop.py; default 2); "
+                             "each row says what CPU it used per request and how many requests left late")
     args = parser.parse_args()
+    GENERATOR_PROCESSES = max(1, args.generator_processes)
     skip = set(filter(None, args.skip.split(",")))
     seconds = 3.0 if args.quick else args.seconds
     sizes = {"bidders": 1_000 if args.quick else 10_000, "board": [1_000, 10_000] if args.quick else
@@ -462,7 +488,7 @@ def main() -> None:
 
     _prepare_database()
     servers = Servers(env, server=args.server, web_processes=args.web_processes, base_port=args.port,
-                      scale_out=args.scale_out, asgi=args.asgi)
+                      scale_out=args.scale_out, asgi=args.asgi, worker_nice=args.worker_nice)
     rows: list[tuple[str, str, str]] = []  # (measure, figure, target)
     started = time.monotonic()
     try:
@@ -499,7 +525,7 @@ def main() -> None:
                 r = open_loop(port, bid_rps * share, seconds, bid_request_maker(session_id, bots, 100_000))
                 rows.append((f"POST bid at {share:.0%} of capacity, open loop ({bid_rps * share:,.0f}/s offered)",
                              f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, p99.9 {r['p999']:.1f} ms; "
-                             f"statuses {r['statuses']}, errors {r['errors']}", target))
+                             f"statuses {r['statuses']}, errors {r['errors']}; {r['generator']}", target))
         if "leaderboard" not in skip:
             session_id = session_create()
             board_fill(session_id, sizes["bidders"])
@@ -510,7 +536,7 @@ def main() -> None:
             o = open_loop(port, r["rps"] * 0.5, seconds, get_request_maker(page))
             rows.append(("GET leaderboard page at 50 % of its capacity, open loop",
                          f"p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms, p99.9 {o['p999']:.1f} ms; "
-                         f"statuses {o['statuses']}", "p99 ≤ 30 ms"))
+                         f"statuses {o['statuses']}; {o['generator']}", "p99 ≤ 30 ms"))
             r = wrk(f"http://127.0.0.1:{port}/api/sessions/{session_id}/leaderboard/meta", "get.lua", seconds=seconds)
             rows.append(("GET leaderboard/meta", f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
                          f"p99 {r['p99_ms']:.1f} ms", ""))
@@ -527,7 +553,7 @@ def main() -> None:
                          "within 10 %"))
         for name, rss in servers.rss_mb().items():
             rows.append((f"RSS {name} (steady state after the HTTP runs)", f"{rss:.0f} MB",
-                         "≤ 150 MB" if name.startswith(("web", "ws-daphne")) else ""))
+                         "≤ 150 MB" if name.startswith(("web", "ws")) else ""))
         if "websocket" not in skip:
             session_id = session_create()
             rate = (bid_rps or 400) * 0.5
@@ -540,7 +566,7 @@ def main() -> None:
                          f"{w['got_last']:,} of {w['listeners']:,} saw the final board; "
                          f"{w['you_frames']:,} `you` frames", "p99 ≤ 300 ms"))
             for name, rss in servers.rss_mb().items():
-                if name.startswith(("web", "ws-daphne")):
+                if name.startswith(("web", "ws")):
                     rows.append((f"RSS {name} after serving the {sizes['listeners']:,} sockets", f"{rss:.0f} MB", ""))
 
         servers.stop("worker", "beat")  # the persist and settlement runs below own the streams
@@ -555,11 +581,12 @@ def main() -> None:
     finally:
         servers.stop()
 
-    shape = ("nginx → daphne ×2, PgBouncer (deploy/scale-out.sh)" if args.scale_out
+    shape = ("nginx → uvicorn ×2 + daphne for /ws/, PgBouncer (deploy/scale-out.sh)" if args.scale_out
              else f"{args.server} ×{args.web_processes}")
     if args.asgi != "flashbid.asgi:application":
         shape += f", serving {args.asgi}"
-    background = "no worker or beat" if args.no_worker else "worker + beat running for the HTTP runs"
+    background = ("no worker or beat" if args.no_worker
+                  else f"worker + beat (nice {args.worker_nice}) running for the HTTP runs")
     title = f"{dt.date.today().isoformat()}, {shape}, DEBUG off, {background}"
     table = ["| measure | figure | target |", "|---|---|---|"] + [f"| {m} | {f} | {t} |" for m, f, t in rows]
     print(f"\n{title}\nmachine: {machine()}\n")

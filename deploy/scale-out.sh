@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FlashBid's multi-process system on this machine, wired as deploy/docker-compose.yml is: nginx in front of
-# two daphne web processes (HTTPS, a plain-HTTP redirect, an internal server for /readyz and
-# /metrics); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
+# the web processes (HTTPS, a plain-HTTP redirect, an internal server for /readyz and /metrics):
+# HTTP to two uvicorns, /ws/ to a daphne (docs/PERFORMANCE.md, "The shapes users run"); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
 # Redis of its own from deploy/redis.conf (AOF, a password); one Celery worker, exactly one beat,
 # Flower. With SCALE_OUT_REDIS_CLUSTER=1 the engine's state lives on a Redis Cluster of 3 masters
 # of its own (the same config, cluster-enabled), and that Redis keeps the broker, the channel layer
@@ -21,7 +21,8 @@
 #   SCALE_OUT_HTTPS_PORT (8443)        nginx: the site over HTTPS
 #   SCALE_OUT_HTTP_PORT (8080)         nginx: plain HTTP, a redirect to HTTPS only
 #   SCALE_OUT_INTERNAL_PORT (8081)     nginx: /readyz, /metrics, /healthz, /nginx-health
-#   SCALE_OUT_WEB_PORTS ("8101 8102")  one daphne per port
+#   SCALE_OUT_WEB_PORTS ("8101 8102")  one uvicorn per port: HTTP (pages, API, admin)
+#   SCALE_OUT_WS_PORTS ("8111")        one daphne per port: the WebSockets (/ws/)
 #   SCALE_OUT_PGBOUNCER_PORT (6432)    SCALE_OUT_REDIS_PORT (6390)    SCALE_OUT_FLOWER_PORT (5556)
 #   SCALE_OUT_WORKER_CONCURRENCY (2)   SCALE_OUT_BOOTSTRAP (1; 0 skips deploy/bootstrap.sh)
 #   SCALE_OUT_REDIS_CLUSTER (0)        1: the engine on a Redis Cluster (REDIS_CLUSTER=true)
@@ -62,6 +63,7 @@ HTTP_PORT=${SCALE_OUT_HTTP_PORT:-8080}
 HTTPS_PORT=${SCALE_OUT_HTTPS_PORT:-8443}
 INTERNAL_PORT=${SCALE_OUT_INTERNAL_PORT:-8081}
 read -r -a WEB_PORTS <<< "${SCALE_OUT_WEB_PORTS:-8101 8102}"
+read -r -a WS_PORTS <<< "${SCALE_OUT_WS_PORTS:-8111}"
 PGBOUNCER_PORT=${SCALE_OUT_PGBOUNCER_PORT:-6432}
 REDIS_PORT=${SCALE_OUT_REDIS_PORT:-6390}
 REDIS_CLUSTER_PORTS=()
@@ -78,8 +80,10 @@ WEB_NAMES=()
 for i in "${!WEB_PORTS[@]}"; do WEB_NAMES+=("web$((i + 1))"); done
 NODE_NAMES=()
 for i in "${!REDIS_CLUSTER_PORTS[@]}"; do NODE_NAMES+=("redis-node$((i + 1))"); done
+WS_NAMES=()
+for i in "${!WS_PORTS[@]}"; do WS_NAMES+=("ws$((i + 1))"); done
 # Start order; stopping goes in reverse (nginx first, Redis last).
-ORDER=(redis "${NODE_NAMES[@]}" pgbouncer "${WEB_NAMES[@]}" worker beat flower nginx)
+ORDER=(redis "${NODE_NAMES[@]}" pgbouncer "${WEB_NAMES[@]}" "${WS_NAMES[@]}" worker beat flower nginx)
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'scale-out: %s\n' "$*" >&2; exit 1; }
@@ -137,7 +141,7 @@ wait_ready() {
   done
 }
 
-# SIGTERM to the service's leader (nginx, daphne, celery, redis, pgbouncer each stop their own
+# SIGTERM to the service's leader (nginx, uvicorn, daphne, celery, redis, pgbouncer each stop their own
 # children), SIGKILL to its whole session if it has not ended within the grace period.
 stop_one() {
   local name=$1 pid grace=10 deadline
@@ -215,8 +219,9 @@ tls_files() {
 }
 
 nginx_environment() {
-  local servers="" port address exempt=""
+  local servers="" ws_servers="" port address exempt=""
   for port in "${WEB_PORTS[@]}"; do servers+="server $BIND:$port max_fails=1 fail_timeout=5s; "; done
+  for port in "${WS_PORTS[@]}"; do ws_servers+="server $BIND:$port max_fails=1 fail_timeout=5s; "; done
   for address in ${SCALE_OUT_LIMIT_EXEMPT:-}; do exempt+="$address 1; "; done
   tls_files
   export NGINX_LISTEN="$BIND:$HTTP_PORT" NGINX_TLS_LISTEN="$BIND:$HTTPS_PORT" NGINX_HTTPS_PUBLIC_PORT="$HTTPS_PORT"
@@ -227,7 +232,7 @@ nginx_environment() {
   if [ -n "${SCALE_OUT_PLAIN_HTTP_PORT:-}" ]; then
     NGINX_PLAIN_HTTP_LISTEN="listen 127.0.0.1:$SCALE_OUT_PLAIN_HTTP_PORT;"
   fi
-  export NGINX_UPSTREAM_SERVERS="$servers" NGINX_RESOLVER=127.0.0.1
+  export NGINX_UPSTREAM_SERVERS="$servers" NGINX_WS_UPSTREAM_SERVERS="$ws_servers" NGINX_RESOLVER=127.0.0.1
   NGINX_USER="$(id -un) $(id -gn)"
   export NGINX_STATIC_ROOT="${STATIC_ROOT:-$ROOT/staticfiles}" NGINX_USER
   export NGINX_RUNTIME_DIR="$RUN_DIR/nginx" NGINX_LOG_DIR="$LOG_DIR/nginx"
@@ -304,8 +309,8 @@ cmd_up() {
   done
   local cluster_bus_ports=()
   for port in "${REDIS_CLUSTER_PORTS[@]}"; do cluster_bus_ports+=("$port" "$((port + 10000))"); done
-  for port in "$HTTP_PORT" "$HTTPS_PORT" "$INTERNAL_PORT" "${WEB_PORTS[@]}" "$PGBOUNCER_PORT" "$REDIS_PORT" \
-    "${cluster_bus_ports[@]}" "$FLOWER_PORT" ${SCALE_OUT_PLAIN_HTTP_PORT:+"$SCALE_OUT_PLAIN_HTTP_PORT"}; do
+  for port in "$HTTP_PORT" "$HTTPS_PORT" "$INTERNAL_PORT" "${WEB_PORTS[@]}" "${WS_PORTS[@]}" "$PGBOUNCER_PORT" \
+    "$REDIS_PORT" "${cluster_bus_ports[@]}" "$FLOWER_PORT" ${SCALE_OUT_PLAIN_HTTP_PORT:+"$SCALE_OUT_PLAIN_HTTP_PORT"}; do
     if port_open "$BIND" "$port"; then fail "port $BIND:$port is in use (ports: SCALE_OUT_*_PORT)"; fi
   done
   if [ "${SCALE_OUT_BOOTSTRAP:-1}" != 0 ]; then
@@ -382,18 +387,28 @@ cmd_up() {
   export PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/prometheus
   rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
-  say "web: daphne on ${WEB_PORTS[*]}; Celery worker, beat, Flower"
+  say "web: uvicorn on ${WEB_PORTS[*]} (HTTP), daphne on ${WS_PORTS[*]} (WebSockets); Celery worker, beat, Flower"
   for i in "${!WEB_PORTS[@]}"; do
-    # --proxy-headers: the client address is nginx's X-Real-IP (login rate limits are per client).
-    start "${WEB_NAMES[i]}" "$BIN/daphne" -b "$BIND" -p "${WEB_PORTS[i]}" --proxy-headers \
+    # No access log (nginx keeps one); no WebSockets (nginx sends /ws/ to daphne); the client
+    # address from X-Forwarded-For, which nginx sets to the client's (login limits are per client);
+    # idle connections kept longer than nginx keeps them.
+    start "${WEB_NAMES[i]}" "$BIN/uvicorn" --host "$BIND" --port "${WEB_PORTS[i]}" --no-access-log \
+      --loop uvloop --http httptools --ws none --lifespan off --proxy-headers --forwarded-allow-ips '*' \
+      --timeout-keep-alive 75 flashbid.asgi:application
+  done
+  for i in "${!WS_PORTS[@]}"; do
+    # -v 0: no access log (nginx's). --proxy-headers: the client address is nginx's X-Real-IP.
+    start "${WS_NAMES[i]}" "$BIN/daphne" -v 0 -b "$BIND" -p "${WS_PORTS[i]}" --proxy-headers \
       --proxy-headers-host X-Real-IP flashbid.asgi:application
   done
-  start worker "$BIN/celery" -A flashbid worker --loglevel=INFO -E \
+  # The worker, beat and Flower at a lower CPU priority: persist batches wait while requests run.
+  start worker nice -n 10 "$BIN/celery" -A flashbid worker --loglevel=INFO -E \
     --concurrency="${SCALE_OUT_WORKER_CONCURRENCY:-2}" -n "worker@%h"
-  start beat "$BIN/celery" -A flashbid beat --loglevel=INFO -s "$RUN_DIR/celerybeat-schedule"
-  start flower "$BIN/celery" -A flashbid flower --conf=deploy/flowerconfig.py --address="$BIND" \
+  start beat nice -n 10 "$BIN/celery" -A flashbid beat --loglevel=INFO -s "$RUN_DIR/celerybeat-schedule"
+  start flower nice -n 10 "$BIN/celery" -A flashbid flower --conf=deploy/flowerconfig.py --address="$BIND" \
     --port="$FLOWER_PORT"
   for i in "${!WEB_PORTS[@]}"; do wait_ready 60 "${WEB_NAMES[i]}" port_open "$BIND" "${WEB_PORTS[i]}"; done
+  for i in "${!WS_PORTS[@]}"; do wait_ready 60 "${WS_NAMES[i]}" port_open "$BIND" "${WS_PORTS[i]}"; done
   wait_ready 60 worker grep -q " ready" "$LOG_DIR/worker.log"
   wait_ready 60 beat grep -q "beat: Starting" "$LOG_DIR/beat.log"
   wait_ready 60 flower port_open "$BIND" "$FLOWER_PORT"
@@ -406,24 +421,26 @@ cmd_up() {
   wait_ready 20 nginx port_open "$BIND" "$HTTPS_PORT"
   wait_ready 20 nginx port_open "$BIND" "$INTERNAL_PORT"
 
-  local web="https://$BIND:$HTTPS_PORT" internal="http://$BIND:$INTERNAL_PORT" upstreams="" cluster_note=""
+  local web="https://$BIND:$HTTPS_PORT" internal="http://$BIND:$INTERNAL_PORT" upstreams="" ws_upstreams=""
+  local cluster_note=""
   if [ ${#NODE_NAMES[@]} -gt 0 ]; then
     cluster_note="
   Redis Cluster    redis://$BIND:${REDIS_CLUSTER_PORTS[0]}/0 (masters on ${REDIS_CLUSTER_PORTS[*]}): the engine (REDIS_CLUSTER=true);
                    the Redis above keeps the broker, the channel layer and the cache"
   fi
   for port in "${WEB_PORTS[@]}"; do upstreams+=" $BIND:$port"; done
+  for port in "${WS_PORTS[@]}"; do ws_upstreams+=" $BIND:$port"; done
   cat << URLS
 
 FlashBid scale-out is up (runtime dir $RUN_DIR):
-  Site and API     $web/                (nginx -> daphne$upstreams)
+  Site and API     $web/                (nginx -> uvicorn$upstreams)
                    certificate: $TLS_CERT
                    http://$BIND:$HTTP_PORT/ redirects there${SCALE_OUT_PLAIN_HTTP_PORT:+; plain HTTP for load generators: http://127.0.0.1:$SCALE_OUT_PLAIN_HTTP_PORT/}
   API docs         $web/api/docs
   Django admin     $web/admin/
   Health           $web/healthz
   Ready / metrics  $internal/readyz  $internal/metrics   (nginx's internal server)
-  WebSocket        wss://$BIND:$HTTPS_PORT/ws/sessions/<session id>/
+  WebSocket        wss://$BIND:$HTTPS_PORT/ws/sessions/<session id>/   (nginx -> daphne$ws_upstreams)
   Flower           http://$BIND:$FLOWER_PORT/   ($flower_auth_note)
   PgBouncer        $SHOWN_DATABASE_URL   (console: psql -h $BIND -p $PGBOUNCER_PORT -U $PGBOUNCER_ADMIN_USER pgbouncer,
                    password in $RUN_DIR/pgbouncer_admin_password)

@@ -327,7 +327,10 @@ JWT_ACCESS_TTL_SECONDS = env_int("JWT_ACCESS_TTL_SECONDS", 3600)
 # SECRET_KEY itself: a JWT key shared with a verifier must not give away Django's signing key).
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or hmac.new(
     SECRET_KEY.encode(), b"flashbid.accounts.tokens", hashlib.sha256).hexdigest()
+# The in-process user cache (accounts.user_cache): entries live the short TTL wherever a change
+# could go unheard, the long one while the process hears every change on the change channel.
 AUTH_LOCAL_CACHE_TTL_SECONDS = env_float("AUTH_LOCAL_CACHE_TTL_SECONDS", 5.0)
+AUTH_LOCAL_CACHE_LONG_TTL_SECONDS = env_float("AUTH_LOCAL_CACHE_LONG_TTL_SECONDS", 300.0)
 AUTH_LOCAL_CACHE_SIZE = env_int("AUTH_LOCAL_CACHE_SIZE", 50_000)
 BID_RATE_LIMIT_PER_SECOND = env_int("BID_RATE_LIMIT_PER_SECOND", 10)
 IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 600)

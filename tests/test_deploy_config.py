@@ -1,6 +1,7 @@
 """The deployment files hold what docs/OPERATIONS.md and docs/SECURITY.md promise:
 deploy/docker-compose.yml is valid Compose (the vendored compose-spec schema) and wired as intended
-(two web replicas, one worker, exactly one beat, PgBouncer in transaction mode in front of
+(two uvicorn web replicas for HTTP and a daphne for the WebSockets, one worker, exactly one beat,
+the background processes at a lower CPU weight, PgBouncer in transaction mode in front of
 PostgreSQL, Redis with AOF and a password, health checks or start conditions, nginx off the backend
 network, each service given only the secrets it uses, the app's database role no superuser); the
 nginx and PgBouncer templates render into configs their own programs accept, and run: nginx with TLS,
@@ -39,16 +40,17 @@ COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 # command or health check): each only where it is used.
 SECRET_HOLDERS = {
     # Django refuses to start without it with DEBUG off; Flower runs without Django.
-    "SECRET_KEY": {"migrate", "web", "worker", "beat"},
-    "JWT_SIGNING_KEY": {"web"},
-    "SECRET_KEY_FALLBACKS": {"web"},
+    "SECRET_KEY": {"migrate", "web", "ws", "worker", "beat"},
+    # A socket signs in with a JWT or the pages' session cookie: `ws` verifies both.
+    "JWT_SIGNING_KEY": {"web", "ws"},
+    "SECRET_KEY_FALLBACKS": {"web", "ws"},
     # PostgreSQL's superuser: PostgreSQL alone.
     "POSTGRES_PASSWORD": {"postgres"},
     # The app's role: created by postgres' init script, PgBouncer logs in with it, the app uses it.
-    "FLASHBID_DB_PASSWORD": {"postgres", "pgbouncer", "migrate", "web", "worker"},
+    "FLASHBID_DB_PASSWORD": {"postgres", "pgbouncer", "migrate", "web", "ws", "worker"},
     "PGBOUNCER_ADMIN_PASSWORD": {"pgbouncer"},
     # beat and Flower talk to the broker; migrate touches no Redis.
-    "REDIS_PASSWORD": {"redis", "web", "worker", "beat", "flower"},
+    "REDIS_PASSWORD": {"redis", "web", "ws", "worker", "beat", "flower"},
     "FLOWER_BASIC_AUTH": {"flower"},
     # The mail server's password, in the URL: the worker sends the result mail, nobody else.
     "EMAIL_URL": {"worker"},
@@ -143,7 +145,8 @@ def _local_nginx_env(tmp_path: Path, *, upstream: int, http: int, https: int, in
         "NGINX_TLS_CERT": str(cert), "NGINX_TLS_KEY": str(key), "NGINX_HSTS_MAX_AGE": "300",
         "NGINX_HSTS_INCLUDE_SUBDOMAINS": "true", "NGINX_HSTS_PRELOAD": "false",
         "NGINX_LIMIT_EXEMPT": exempt, "NGINX_PLAIN_HTTP_LISTEN": "",
-        "NGINX_UPSTREAM_SERVERS": f"server 127.0.0.1:{upstream};", "NGINX_RESOLVER": "127.0.0.1",
+        "NGINX_UPSTREAM_SERVERS": f"server 127.0.0.1:{upstream};",
+        "NGINX_WS_UPSTREAM_SERVERS": f"server 127.0.0.1:{upstream};", "NGINX_RESOLVER": "127.0.0.1",
         "NGINX_STATIC_ROOT": str(tmp_path / "static"),
         "NGINX_USER": f"{subprocess.check_output(['id', '-un'], text=True).strip()} "
                       f"{subprocess.check_output(['id', '-gn'], text=True).strip()}",
@@ -239,20 +242,27 @@ def test_compose_runs_two_web_replicas_one_worker_and_exactly_one_beat(compose):
     workers = [name for name, s in services.items() if "worker" in _command(s)]
     assert beats == ["beat"] and services["beat"].get("deploy", {}).get("replicas", 1) == 1
     assert workers == ["worker"] and services["worker"].get("deploy", {}).get("replicas", 1) == 1
+    # HTTP on uvicorn, without an access log (nginx keeps one) or WebSockets; the sockets on daphne.
+    web, ws = _command(services["web"]), _command(services["ws"])
     assert services["web"]["deploy"]["replicas"] == 2
-    assert _command(services["web"])[0] == "daphne" and "flashbid.asgi:application" in _command(services["web"])
+    assert web[0] == "uvicorn" and web[-1] == "flashbid.asgi:application"
+    assert {"--no-access-log", "--proxy-headers"} <= set(web) and web[web.index("--ws") + 1] == "none"
+    assert ws[0] == "daphne" and ws[ws.index("-v") + 1] == "0" and ws[-1] == "flashbid.asgi:application"
+    # The background processes yield the CPU to the web processes on a busy host.
+    for name in ("worker", "beat", "flower"):
+        assert services[name]["cpu_shares"] < 1024, name
 
 
 def test_web_and_worker_reach_postgresql_through_pgbouncer_without_a_django_pool(compose):
     services = compose["services"]
-    for name in ("web", "worker"):
+    for name in ("web", "ws", "worker"):
         environment = services[name]["environment"]
         assert environment["DATABASE_POOL"] == "false", name
         assert "@pgbouncer:6432/" in environment["DATABASE_URL"], name
     # Migrations (DDL) go straight to PostgreSQL, once, before anything else starts.
     assert "@postgres:5432/" in services["migrate"]["environment"]["DATABASE_URL"]
     assert services["migrate"]["restart"] == "no"
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "ws", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     pgbouncer = services["pgbouncer"]
     assert "/flashbid/pgbouncer.ini" in {v.split(":")[1] for v in pgbouncer["volumes"]}
@@ -267,7 +277,7 @@ def test_compose_keeps_nginx_off_the_backend_network(compose):
     for name in ("postgres", "pgbouncer", "redis"):
         assert _networks(services[name]) == {"backend"}, name
         assert "ports" not in services[name], f"{name} must not be published"
-    assert _networks(services["web"]) == {"edge", "backend"}
+    assert _networks(services["web"]) == _networks(services["ws"]) == {"edge", "backend"}
     for name in ("migrate", "worker", "beat", "flower"):
         assert "backend" in _networks(services[name]) and "edge" not in _networks(services[name]), name
     # The one way out besides nginx: the worker's to the mail server.
@@ -426,15 +436,16 @@ def test_every_service_has_a_healthcheck_or_starts_on_conditions(compose):
             assert how == {"condition": wanted}, (name, target, how)
             assert target == "migrate" or target in healthy, f"{name} waits for {target}, which has no healthcheck"
         assert name in healthy or depends_on, f"{name}: neither a healthcheck nor start conditions"
-    assert healthy >= {"postgres", "pgbouncer", "redis", "web", "worker", "flower", "nginx"}
+    assert healthy >= {"postgres", "pgbouncer", "redis", "web", "ws", "worker", "flower", "nginx"}
 
 
 # --- nginx --------------------------------------------------------------------------------------
 
 def test_nginx_fronts_the_web_replicas_with_tls_websocket_upgrade_and_request_ids(compose, tmp_path):
     nginx = compose["services"]["nginx"]
-    assert nginx["depends_on"] == {"web": {"condition": "service_healthy"}}
+    assert nginx["depends_on"] == {"web": {"condition": "service_healthy"}, "ws": {"condition": "service_healthy"}}
     assert nginx["environment"]["NGINX_UPSTREAM_SERVERS"].startswith("server web:8000")
+    assert nginx["environment"]["NGINX_WS_UPSTREAM_SERVERS"].startswith("server ws:8000")
     assert nginx["environment"]["NGINX_LIMIT_EXEMPT"] == "" and nginx["environment"]["NGINX_PLAIN_HTTP_LISTEN"] == ""
     mounted = {v.rsplit(":", 2)[1]: v.rsplit(":", 2)[0] for v in nginx["volumes"]}
     assert mounted[nginx["environment"]["NGINX_TLS_CERT"]] == "${TLS_CERT_FILE:?set TLS_CERT_FILE in .env}"
@@ -447,12 +458,15 @@ def test_nginx_fronts_the_web_replicas_with_tls_websocket_upgrade_and_request_id
     text = _render(DEPLOY / "nginx.conf", tmp_path / "nginx.conf", env)
     websocket = text[text.index("location /ws/"):]
     websocket = websocket[:websocket.index("}")]
-    for line in ('proxy_set_header Upgrade $http_upgrade;', 'proxy_set_header Connection "upgrade";',
+    for line in ("proxy_pass http://flashbid_ws;",
+                 'proxy_set_header Upgrade $http_upgrade;', 'proxy_set_header Connection "upgrade";',
                  "proxy_set_header X-Request-ID $flashbid_request_id;",
-                 "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;", "limit_conn flashbid_sockets"):
+                 "proxy_set_header X-Forwarded-For $remote_addr;", "limit_conn flashbid_sockets"):
         assert line in websocket, line
     assert "add_header X-Request-ID $flashbid_request_id always;" in text
-    assert "alias /srv/static/;" in text and "server web:8000 resolve;" in text
+    assert "alias /srv/static/;" in text and "server web:8000 resolve;" in text and "server ws:8000 resolve;" in text
+    # Whatever X-Forwarded-For a client sends, uvicorn reads the address nginx saw (login limits).
+    assert "$proxy_add_x_forwarded_for" not in text
     assert "listen 443 ssl default_server;" in text and "ssl_certificate /etc/flashbid/tls/cert.pem;" in text
     # nginx itself accepts the compose rendering (with this machine's user, paths and a throwaway
     # certificate in place of the container's; nginx 1.22 here has no `resolve`).
@@ -460,20 +474,24 @@ def test_nginx_fronts_the_web_replicas_with_tls_websocket_upgrade_and_request_id
     overrides = {k: local[k] for k in ("NGINX_TLS_CERT", "NGINX_TLS_KEY", "NGINX_USER", "NGINX_RUNTIME_DIR",
                                        "NGINX_LOG_DIR", "NGINX_STATIC_ROOT")}
     _render(DEPLOY / "nginx.conf", tmp_path / "compose-nginx.conf",
-            {**env, **overrides, "NGINX_UPSTREAM_SERVERS": "server web:8000;"})
-    (tmp_path / "compose-nginx.conf").write_text(
-        (tmp_path / "compose-nginx.conf").read_text().replace("server web:8000;", "server 127.0.0.1:8000;"))
+            {**env, **overrides, "NGINX_UPSTREAM_SERVERS": "server web:8000;",
+             "NGINX_WS_UPSTREAM_SERVERS": "server ws:8000;"})
+    (tmp_path / "compose-nginx.conf").write_text((tmp_path / "compose-nginx.conf").read_text()
+                                                 .replace("server web:8000;", "server 127.0.0.1:8000;")
+                                                 .replace("server ws:8000;", "server 127.0.0.1:8001;"))
     _nginx_test(tmp_path / "compose-nginx.conf", tmp_path)
 
 
 def test_scale_out_renders_an_nginx_config_that_nginx_accepts(tmp_path):
     env = {**os.environ, "SCALE_OUT_DIR": str(tmp_path / "run"), "SCALE_OUT_WEB_PORTS": "18201 18202",
-           "STATIC_ROOT": str(tmp_path / "static")}
+           "SCALE_OUT_WS_PORTS": "18211", "STATIC_ROOT": str(tmp_path / "static")}
     rendered = subprocess.run([str(DEPLOY / "scale-out.sh"), "render"], cwd=ROOT, env=env, check=True,
                               capture_output=True, text=True, timeout=60).stdout.split()
     conf = Path(rendered[0])
     text = conf.read_text()
     assert "server 127.0.0.1:18201" in text and "server 127.0.0.1:18202" in text
+    websocket = text[text.index("upstream flashbid_ws"):]
+    assert "server 127.0.0.1:18211" in websocket[:websocket.index("}")]
     # TLS with the self-signed pair the script made in its runtime dir (the key readable by its owner only).
     assert f"ssl_certificate {tmp_path / 'run' / 'tls' / 'cert.pem'};" in text
     assert (tmp_path / "run" / "tls" / "key.pem").stat().st_mode & 0o077 == 0

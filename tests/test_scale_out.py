@@ -1,13 +1,14 @@
 """deploy/scale-out.sh end to end: the multi-process system on this machine, wired as
-deploy/docker-compose.yml is (nginx with TLS in front of two daphnes, PgBouncer in front of the test
-database, the script's own Redis from deploy/redis.conf with a password, one Celery worker, one
-beat, Flower), driven from outside like a client would: bids through nginx over HTTPS (trusting the
-self-signed certificate the script made) with Bearer tokens, sockets through nginx (wss) and
-straight to each daphne, readiness on nginx's internal server, then PostgreSQL, the settlement and
-PgBouncer's own console (as its admin user) checked. The script is stopped at the end whatever
-happened (`scale-out.sh stop`, then the script itself). Twice: as it comes, and in the cluster
-shape (SCALE_OUT_REDIS_CLUSTER=1: the engine on a Redis Cluster of 3 masters of its own, the plain
-Redis keeping the broker, the channel layer and the cache)."""
+deploy/docker-compose.yml is (nginx with TLS in front of two uvicorns for HTTP and, here, two
+daphnes for the WebSockets, PgBouncer in front of the test database, the script's own Redis from
+deploy/redis.conf with a password, one Celery worker, one beat, Flower, these three at nice 10),
+driven from outside like a client would: bids through nginx over HTTPS (trusting the self-signed
+certificate the script made) with Bearer tokens, sockets through nginx (wss) and straight to each
+daphne, readiness on nginx's internal server, then PostgreSQL, the settlement and PgBouncer's own
+console (as its admin user) checked. The script is stopped at the end whatever happened
+(`scale-out.sh stop`, then the script itself). Twice: as it comes, and in the cluster shape
+(SCALE_OUT_REDIS_CLUSTER=1: the engine on a Redis Cluster of 3 masters of its own, the plain Redis
+keeping the broker, the channel layer and the cache)."""
 
 import asyncio
 import json
@@ -47,6 +48,7 @@ class ScaleOut:
     https_port: int
     internal_port: int
     web_ports: tuple[int, int]
+    ws_ports: tuple[int, int]
     pgbouncer_port: int
     redis_port: int
     flower_port: int
@@ -66,6 +68,11 @@ class ScaleOut:
         """Trusts the self-signed certificate the script made for nginx."""
         return ssl.create_default_context(cafile=self.run_dir / "tls" / "cert.pem")
 
+    def nice(self, name: str) -> int:
+        """The nice value of a running process of the scale-out."""
+        pid = (self.run_dir / "pids" / f"{name}.pid").read_text().strip()
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
     def environ(self, name: str) -> dict[str, str]:
         """The environment a running process of the scale-out was started with."""
         pid = (self.run_dir / "pids" / f"{name}.pid").read_text().strip()
@@ -78,15 +85,16 @@ def scale_out(request, tmp_path, transactional_db, settings):
     for binary in ("nginx", "pgbouncer", "redis-server"):
         if not any(Path(d, binary).exists() for d in ("/usr/sbin", "/usr/bin", "/usr/local/bin")):
             pytest.fail(f"{binary} is not installed: run the suite through deploy/test.sh, which installs it")
-    ports = [processes.free_port() for _ in range(8)]
+    ports = [processes.free_port() for _ in range(10)]
     cluster_ports = tuple(spare_ports(3, first=7301)) if getattr(request, "param", "plain") == "cluster" else ()
     so = ScaleOut(http_port=ports[0], https_port=ports[6], internal_port=ports[7], web_ports=(ports[1], ports[2]),
-                  pgbouncer_port=ports[3], redis_port=ports[4], flower_port=ports[5], run_dir=tmp_path / "scale-out",
-                  cluster_ports=cluster_ports)
+                  ws_ports=(ports[8], ports[9]), pgbouncer_port=ports[3], redis_port=ports[4], flower_port=ports[5],
+                  run_dir=tmp_path / "scale-out", cluster_ports=cluster_ports)
     env = processes.test_env(
         SCALE_OUT_DIR=str(so.run_dir), SCALE_OUT_HTTP_PORT=str(so.http_port),
         SCALE_OUT_HTTPS_PORT=str(so.https_port), SCALE_OUT_INTERNAL_PORT=str(so.internal_port),
-        SCALE_OUT_WEB_PORTS=" ".join(map(str, so.web_ports)), SCALE_OUT_PGBOUNCER_PORT=str(so.pgbouncer_port),
+        SCALE_OUT_WEB_PORTS=" ".join(map(str, so.web_ports)), SCALE_OUT_WS_PORTS=" ".join(map(str, so.ws_ports)),
+        SCALE_OUT_PGBOUNCER_PORT=str(so.pgbouncer_port),
         SCALE_OUT_REDIS_PORT=str(so.redis_port), SCALE_OUT_FLOWER_PORT=str(so.flower_port),
         SCALE_OUT_BOOTSTRAP="0", SCALE_OUT_WORKER_CONCURRENCY="1",
         # The tokens this test makes are signed with SECRET_KEY: the processes verify with it too.
@@ -131,11 +139,11 @@ def _kinds(frames: list[dict]) -> list[str]:
 
 
 async def _bid_and_listen(so: ScaleOut, session_id: str, plan: list[tuple[str, str]]):
-    """Sockets through nginx (wss) and straight to each daphne (ws); then every bid through nginx;
+    """Sockets through nginx (wss, to a daphne) and straight to each daphne (ws); then every bid through nginx;
     then what each socket receives until it has the board at the final version, and then until the
     results (or the time runs out: the caller asserts on the frames)."""
-    endpoints = {"nginx": f"wss://127.0.0.1:{so.https_port}", "web1": f"ws://127.0.0.1:{so.web_ports[0]}",
-                 "web2": f"ws://127.0.0.1:{so.web_ports[1]}"}
+    endpoints = {"nginx": f"wss://127.0.0.1:{so.https_port}", "ws1": f"ws://127.0.0.1:{so.ws_ports[0]}",
+                 "ws2": f"ws://127.0.0.1:{so.ws_ports[1]}"}
     sockets, frames = {}, {name: [] for name in endpoints}
     try:
         for name, base in endpoints.items():
@@ -176,13 +184,16 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     # Every long-running process reaches PostgreSQL through PgBouncer, with no Django pool, and
     # Redis with its password.
     redis_password = (so.run_dir / "redis_password").read_text().strip()
-    for name in ("web1", "web2", "worker", "beat"):
+    for name in ("web1", "web2", "ws1", "ws2", "worker", "beat"):
         environ = so.environ(name)
         url = urlparse(environ["DATABASE_URL"])
         assert (url.port, url.path.lstrip("/"), environ["DATABASE_POOL"]) == (so.pgbouncer_port, test_db, "false")
         assert url.password  # PgBouncer asks every client for a password (SCRAM)
         for key in ("REDIS_URL", "CELERY_BROKER_URL"):
             assert urlparse(environ[key]).password == redis_password, (name, key)
+    # The background processes yield the CPU to the web processes.
+    assert {name: so.nice(name) for name in ("web1", "ws1", "worker", "beat", "flower")} == {
+        "web1": 0, "ws1": 0, "worker": 10, "beat": 10, "flower": 10}
     # That Redis refuses whoever does not know it.
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=so.redis_port).ping()
@@ -270,12 +281,12 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     assert stats[test_db]["total_xact_count"] > len(replies), stats.get(test_db)
     assert pools[test_db]["pool_mode"] == "transaction"
 
-    # nginx spread the requests over both daphnes.
+    # nginx spread the requests over both uvicorns.
     access = (so.run_dir / "logs" / "nginx" / "access.log").read_text()
     upstreams = set(re.findall(r'"POST /api/sessions/\S+/bids HTTP/1.1" 201 .* upstream=127\.0\.0\.1:(\d+)', access))
     assert upstreams == {str(port) for port in so.web_ports}
     assert "request_id=scale-out-test-1" in access
-    # ... and the daphne that served it logged under the same id (nginx → daphne).
+    # ... and the uvicorn that served it logged under the same id (nginx → uvicorn).
     web_logs = "".join((so.run_dir / "logs" / f"web{n}.log").read_text() for n in (1, 2))
     assert "[scale-out-test-1] slow request GET /healthz 200" in web_logs
 

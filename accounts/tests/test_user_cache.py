@@ -1,13 +1,24 @@
 """The user cache (accounts.user_cache): a change to a user (here an admin's weight change) is
-written to the Redis user hash at once, and read through the cache layers by the next request."""
+written to the Redis user hash at once, and read through the cache layers by the next request;
+every web process hears each change on the change channel and forgets its copy at once, so while
+it listens a warm bid reads no user from Redis; a process that stops hearing the channel clears its
+copies, keeps new ones for the short TTL only, and subscribes again."""
 
+import asyncio
+import itertools
+import time
+
+import httpx
 import pytest
+import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
+from accounts import user_cache
 from accounts.models import User
-from accounts.services import user_tokens_revoke
+from accounts.services import user_password_change, user_set_weight, user_tokens_revoke
 from accounts.user_cache import get_current_user_sync, local_clear, user_cache_store, user_hash_key
 from core.redis import get_redis
+from tests import processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
@@ -65,3 +76,185 @@ def test_a_hash_written_before_versions_were_postgresql_first_reads_as_a_miss(bi
     local_clear()
     assert get_current_user_sync(str(bidder.pk)).token_version == 0
     assert get_redis().hgetall(key).keys() == fields.keys()
+
+
+# --- The change channel (accounts.user_cache.ChangeSubscriber) -----------------------------------
+
+def _subscriber_connections() -> list[dict]:
+    """The change subscribers' connections to this test Redis database (not other databases': the
+    Redis server may be shared)."""
+    client = get_redis()
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    return [c for c in client.client_list(_type="pubsub")
+            if c["name"] == user_cache.SUBSCRIBER_CLIENT_NAME and int(c["db"]) == db]
+
+
+async def _until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """The names of the commands the async Redis clients send from now on (not the subscriber's:
+    it speaks on a bare connection)."""
+    sent: list[str] = []
+    original = aioredis.Redis.execute_command
+
+    async def counting(self, *args, **options):
+        sent.append(str(args[0]).upper())
+        return await original(self, *args, **options)
+
+    monkeypatch.setattr(aioredis.Redis, "execute_command", counting)
+    return sent
+
+
+@pytest.fixture
+async def subscribed(settings):
+    """This loop's subscriber, once subscribed. The short TTL is cut to 0.2 s, so an entry that
+    outlives it was kept for the long TTL."""
+    settings.AUTH_LOCAL_CACHE_TTL_SECONDS = 0.2
+    settings.AUTH_LOCAL_CACHE_LONG_TTL_SECONDS = 300
+    subscriber = user_cache._subscriber()
+    await _until(lambda: subscriber.subscribed, 10, "subscribed")
+    return subscriber
+
+
+async def test_a_warm_bid_makes_no_user_round_trip_while_the_change_channel_is_heard(
+        api, bidder, auth_header, make_session, subscribed, redis_commands):
+    session = await sync_to_async(make_session)()
+    bids = f"/api/sessions/{session.pk}/bids"
+    headers = auth_header(bidder)
+    assert (await api.post(bids, json={"price": "11.00"}, headers=headers)).status_code == 201
+    assert "HGETALL" in redis_commands  # the user, read once
+    await asyncio.sleep(0.5)  # more than the short TTL
+    redis_commands.clear()
+    assert (await api.post(bids, json={"price": "12.00"}, headers=headers)).status_code == 201
+    assert redis_commands == ["EVALSHA"]  # the bid script, nothing else
+
+
+async def test_a_change_is_forgotten_locally_as_soon_as_it_is_published(api, bidder, auth_header, subscribed):
+    """Another process's write (here: straight to Redis through the script, not through this
+    process's local_forget) reaches this process's cache through the channel."""
+    headers = auth_header(bidder)
+    assert (await api.get("/api/auth/me", headers=headers)).json()["weight"] == 1.0
+    bidder.weight = 4.5
+    fields = user_cache.user_hash_fields(bidder)
+    args = [user_cache.USER_HASH_TTL_SECONDS, "store", fields["ver"], user_cache.changes_channel(), str(bidder.pk)]
+    for name, value in fields.items():
+        args += [name, value]
+    await sync_to_async(user_cache._user_store_script())(keys=[user_hash_key(bidder.pk)], args=args)
+    await _until(lambda: user_cache._local_get(str(bidder.pk)) is None, 1, "the change heard")
+    assert (await user_cache.get_current_user(str(bidder.pk))).weight == 4.5
+
+
+async def test_losing_the_channel_clears_the_cache_falls_back_to_the_short_ttl_and_subscribes_again(
+        api, bidder, auth_header, subscribed, monkeypatch, redis_commands):
+    headers = auth_header(bidder)
+    assert (await api.get("/api/auth/me", headers=headers)).status_code == 200
+    assert user_cache._local_get(str(bidder.pk)) is not None
+    # A gap between the loss and the new subscription long enough to look at.
+    monkeypatch.setattr(user_cache, "SUBSCRIBER_RETRY_SECONDS", (1.5, 1.5))
+
+    [connection] = _subscriber_connections()
+    get_redis().client_kill_filter(_id=connection["id"])
+    await _until(lambda: not subscribed.subscribed, 5, "the loss noticed")
+    assert user_cache._local_get(str(bidder.pk)) is None  # cleared: changes may be missed now
+
+    redis_commands.clear()
+    assert (await api.get("/api/auth/me", headers=headers)).status_code == 200
+    await asyncio.sleep(0.3)  # past the short TTL, which is all an entry gets meanwhile
+    assert (await api.get("/api/auth/me", headers=headers)).status_code == 200
+    assert redis_commands.count("HGETALL") == 2
+    assert not subscribed.subscribed
+
+    await _until(lambda: subscribed.subscribed, 10, "subscribed again")
+    assert subscribed.subscriptions == 2
+    assert len(_subscriber_connections()) == 1
+
+
+async def test_a_read_overtaken_by_a_change_message_is_kept_only_briefly(bidder, subscribed):
+    since = user_cache._generation
+    user = await user_cache.get_current_user(str(bidder.pk))
+    user_cache.local_forget(str(bidder.pk))  # a message arrives while the read is in flight
+    user_cache._local_put(user, long_since=since)
+    assert user_cache._local[str(bidder.pk)][1] == 0.2
+    user_cache._local_put(user, long_since=user_cache._generation)
+    assert user_cache._local[str(bidder.pk)][1] == 300
+
+
+def test_sync_readers_keep_entries_for_the_short_ttl_only(bidder, settings):
+    settings.AUTH_LOCAL_CACHE_TTL_SECONDS = 0.2
+    local_clear()
+    get_current_user_sync(str(bidder.pk))
+    assert user_cache._local[str(bidder.pk)][1] == 0.2
+
+
+@pytest.mark.system
+def test_every_revocation_and_change_reaches_another_web_process_well_within_a_second(
+        started, make_user, token_for, make_session):
+    """A daphne whose short TTL is 30 s (so only the channel can explain a fast change) holds the
+    user in its cache; logout, a password change, a deactivation and a weight change made in this
+    process each reach it within well under a second."""
+    port = processes.free_port()
+    started(processes.daphne, port, AUTH_LOCAL_CACHE_TTL_SECONDS="30", AUTH_LOCAL_CACHE_LONG_TTL_SECONDS="300",
+            BID_RATE_LIMIT_PER_SECOND="1000")
+    base = f"http://127.0.0.1:{port}"
+    session = make_session(alpha=0.0, beta=0.0, gamma=10.0)  # score = 10 x the bidder's weight, as daphne knows it
+    prices = itertools.count(1100)
+
+    def me(user, token=None) -> httpx.Response:
+        return httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {token or token_for(user)}"},
+                         timeout=10)
+
+    def subscribed_and_warm(user) -> str:
+        token = token_for(user)
+        assert me(user, token).status_code == 200  # the first read starts daphne's subscriber
+        processes.wait_until(lambda: _subscriber_connections(), 20, message="daphne subscribed")
+        assert me(user, token).status_code == 200  # read since: in daphne's cache for the long TTL
+        return token
+
+    def reached(check) -> float:
+        began = time.monotonic()
+        processes.wait_until(check, 5, interval=0.01, message="the change reached daphne")
+        return time.monotonic() - began
+
+    # Logout everywhere.
+    user = make_user()
+    token = subscribed_and_warm(user)
+    user_tokens_revoke(user_id=str(user.pk))
+    delays = {"logout": reached(lambda: me(user, token).status_code == 401)}
+
+    # Password change (through the service, as the API and pages do).
+    user = make_user(password="old-pass-123456")
+    token = subscribed_and_warm(user)
+    user_password_change(user_id=str(user.pk), old_password="old-pass-123456", new_password="new-pass-654321x",
+                         address="127.0.0.1")
+    delays["password change"] = reached(lambda: me(user, token).status_code == 401)
+
+    # Deactivation (as the admin's form saves it).
+    user = make_user()
+    token = subscribed_and_warm(user)
+    row = User.objects.get(pk=user.pk)
+    row.is_active = False
+    row.save()
+    delays["deactivation"] = reached(lambda: me(user, token).status_code == 401)
+
+    # A weight change by an admin.
+    user = make_user()
+    token = subscribed_and_warm(user)
+
+    def score() -> float:
+        answer = httpx.post(f"{base}/api/sessions/{session.pk}/bids", json={"price": f"{next(prices) / 100:.2f}"},
+                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["score"]
+
+    assert score() == 10.0
+    user_set_weight(user_id=str(user.pk), weight=7.5)
+    delays["weight"] = reached(lambda: score() == 75.0)
+
+    assert all(delay < 0.5 for delay in delays.values()), delays

@@ -102,3 +102,27 @@ def test_a_session_whose_drain_lease_is_held_elsewhere_is_left_to_its_holder(mak
     assert not BidEvent.objects.filter(session=session).exists()
     lease.release()
     assert persistence.sessions_persist([str(session.pk)]).events == 2
+def test_written_entries_leave_the_stream_and_entries_pending_on_another_consumer_stay(make_session, monkeypatch):
+    """The stream is trimmed below the first entry still pending anywhere (lua/stream_trim.lua):
+    what PostgreSQL holds goes, what another consumer read and has not written yet stays, and so
+    does what was written after it, until it is written too."""
+    session = make_session()
+    users = bidding.bidders(6)
+    client, stream = get_redis(), live.session_keys(session.pk).stream
+    monkeypatch.setattr(persistence, "BATCH_SIZE", 1)  # one entry per batch: a trim after each
+    bidding.place(session.pk, [(user, ["20.00"]) for user in users[:2]])
+    persistence.session_drain(session_id=str(session.pk))
+    assert client.xlen(stream) == 0
+    # Another worker reads the next two entries and does not write them (yet, or ever).
+    bidding.place(session.pk, [(user, ["20.00"]) for user in users[2:4]])
+    held = [entry_id for entry_id, _ in
+            client.xreadgroup(persistence.PERSIST_GROUP, "other-worker", {stream: ">"}, count=2)[0][1]]
+    bidding.place(session.pk, [(user, ["20.00"]) for user in users[4:]])
+
+    persistence.session_drain(session_id=str(session.pk))  # reclaims nothing: not idle for 30 s yet
+
+    assert BidEvent.objects.filter(session=session).count() == 4
+    assert [entry_id for entry_id, _ in client.xrange(stream)][:2] == held and client.xlen(stream) == 4
+    persistence.session_drain(session_id=str(session.pk), reclaim_idle_ms=0)  # the other worker died
+    assert BidEvent.objects.filter(session=session).count() == 6
+    assert client.xlen(stream) == 0 and client.xpending(stream, persistence.PERSIST_GROUP)["pending"] == 0
