@@ -380,7 +380,7 @@ def test_the_cluster_overlay_puts_the_engine_on_three_masters_and_the_rest_on_th
     assert "./redis-cluster.sh:/flashbid/redis-cluster.sh:ro" in init["volumes"]
     assert init["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
     assert {n: c["condition"] for n, c in init["depends_on"].items()} == dict.fromkeys(nodes, "service_healthy")
-    for name in ("web", "worker"):
+    for name in ("web", "ws", "worker"):  # the HTTP tier, the WebSocket tier, the worker
         environment = services[name]["environment"]
         assert environment["REDIS_CLUSTER"] == "true"
         assert environment["REDIS_URL"] == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}@redis-node-1:6379/0"
@@ -394,7 +394,7 @@ def test_the_cluster_overlay_puts_the_engine_on_three_masters_and_the_rest_on_th
         assert "REDIS_URL" not in services[name]["environment"] and "REDIS_CLUSTER" not in services[name]["environment"]
     holders = {name for name, service in cluster_overlay["services"].items()
                if "REDIS_PASSWORD" in _interpolated(service)}
-    assert holders == {*nodes, "redis-cluster-init", "web", "worker"}
+    assert holders == {*nodes, "redis-cluster-init", "web", "ws", "worker"}
 
 
 def test_redis_runs_deploy_redis_conf_with_aof_everysec(compose):

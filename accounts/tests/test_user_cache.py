@@ -10,8 +10,10 @@ import time
 
 import httpx
 import pytest
+import redis
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts import user_cache
 from accounts.models import User
@@ -83,10 +85,14 @@ def test_a_hash_written_before_versions_were_postgresql_first_reads_as_a_miss(bi
 def _subscriber_connections() -> list[dict]:
     """The change subscribers' connections to this test Redis database (not other databases': the
     Redis server may be shared)."""
-    client = get_redis()
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    return [c for c in client.client_list(_type="pubsub")
-            if c["name"] == user_cache.SUBSCRIBER_CLIENT_NAME and int(c["db"]) == db]
+    # The server (on a cluster: the node) REDIS_URL names, which the subscriber connects to.
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    try:
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        return [c for c in client.client_list(_type="pubsub")
+                if c["name"] == user_cache.SUBSCRIBER_CLIENT_NAME and int(c["db"]) == db]
+    finally:
+        client.close()
 
 
 async def _until(predicate, timeout: float, what: str) -> None:
@@ -102,13 +108,14 @@ def redis_commands(monkeypatch):
     """The names of the commands the async Redis clients send from now on (not the subscriber's:
     it speaks on a bare connection)."""
     sent: list[str] = []
-    original = aioredis.Redis.execute_command
+    for client_class in (aioredis.Redis, aioredis.RedisCluster):  # plain, or the engine on a cluster
+        original = client_class.execute_command
 
-    async def counting(self, *args, **options):
-        sent.append(str(args[0]).upper())
-        return await original(self, *args, **options)
+        async def counting(self, *args, _original=original, **options):
+            sent.append(str(args[0]).upper())
+            return await _original(self, *args, **options)
 
-    monkeypatch.setattr(aioredis.Redis, "execute_command", counting)
+        monkeypatch.setattr(client_class, "execute_command", counting)
     return sent
 
 
