@@ -299,7 +299,7 @@ class ChangeSubscriber:
                 logger.exception("user cache: the change channel's subscriber failed; subscribing again")
             finally:
                 if self.subscribed:
-                    delay = SUBSCRIBER_RETRY_SECONDS[0]  # it worked: try again at once
+                    delay = SUBSCRIBER_RETRY_SECONDS[0]  # it had worked: start again from the shortest wait
                 self._lost()
                 await connection.disconnect(nowait=True)
             await asyncio.sleep(delay)
