@@ -51,6 +51,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chaos_checks  # noqa: E402  (bench/chaos_checks.py; not part of the project)
+from ports import spare_ports  # noqa: E402  (bench/ports.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "python").exists() else Path(sys.executable).parent
@@ -75,23 +76,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cluster_ports(count: int) -> list[int]:
     """`count` free ports whose cluster bus ports (+10000) are free too, from a random start."""
-    ports, port = [], random.randint(20000, 40000)
-    while len(ports) < count:
-        if _port_free(port) and _port_free(port + 10000):
-            ports.append(port)
-        port += 1
-    return ports
+    return spare_ports(count)
 
 
 def postgres_bin() -> Path:

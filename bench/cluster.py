@@ -23,11 +23,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,28 +34,13 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ports import spare_ports  # noqa: E402  (bench/ports.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(Path(sys.executable))
 BENCH_DB = "flashbid_bench_cluster"
 PREFIX = "fb"
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def spare_ports(count: int, *, bus: bool) -> list[int]:
-    ports, port = [], random.randint(20000, 40000)
-    while len(ports) < count:
-        if _free(port) and (not bus or _free(port + 10000)):
-            ports.append(port)
-        port += 1
-    return ports
 
 
 class Stores:

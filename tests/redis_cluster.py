@@ -5,36 +5,21 @@ Started once per test session (conftest.py: `redis_cluster_url`), stopped at its
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench import ports
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTERS = 3
 FIRST_PORT = 7101  # searched upwards from here for free ports
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def spare_ports(count: int, first: int = FIRST_PORT) -> list[int]:
-    """`count` ports from `first` up whose cluster bus ports (+10000) are free too."""
-    ports, port = [], first
-    while len(ports) < count:
-        if port > 9000:
-            raise RuntimeError(f"no {count} spare ports for a Redis Cluster between {first} and 9000")
-        if _free(port) and _free(port + 10_000):
-            ports.append(port)
-        port += 1
-    return ports
+    """`count` ports from `first` up (below 9000) whose cluster bus ports (+10000) are free too."""
+    return ports.spare_ports(count, first=first, last=9000)
 
 
 @dataclass
