@@ -141,10 +141,6 @@ SET price = excluded.price, score = excluded.score, seq = excluded.seq,
 WHERE auctions_bid.seq < excluded.seq AND auctions_bid.price < excluded.price
 """
 
-_END_EXTEND_SQL = """
-UPDATE auctions_biddingsession SET end_time = %s WHERE id = %s AND end_time < %s AND status <> 'settled'
-"""
-
 
 @transaction.atomic
 def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[int, int, int]:
@@ -175,12 +171,20 @@ def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[
         bids = cursor.rowcount
         cursor.execute("SELECT coalesce(max(seq), 0) FROM persist_batch")
         max_seq = cursor.fetchone()[0]
-        extended_to = max((int(f["e"]) for _, f in entries if "e" in f), default=None)
-        if extended_to is not None:
-            # A soft-close extension: the effective end follows the bid script's (it only grows;
-            # not an audit-trail event: the scheduled end, the term, is unchanged).
-            cursor.execute(_END_EXTEND_SQL, [us_to_datetime(extended_to), session_id, us_to_datetime(extended_to)])
+    extended_to = max((int(f["e"]) for _, f in entries if "e" in f), default=None)
+    if extended_to is not None:
+        end_follow(session_id, extended_to)
     return events, bids, max_seq
+
+
+def end_follow(session_id, end_us: int) -> None:
+    """A soft-close extension reaches PostgreSQL: the effective end moves up to the bid script's
+    (it only grows; an update of `end_time` alone is no audit-trail event: the scheduled end, the
+    term, is unchanged). From the write-behind (an extending bid's stream entry), and from the
+    settlement when Redis's close found an extension PostgreSQL did not hold yet."""
+    end = us_to_datetime(end_us)
+    BiddingSession.objects.filter(pk=session_id, end_time__lt=end).exclude(
+        status=SessionStatus.SETTLED).update(end_time=end)
 
 
 def _conflicts_resolve(cursor, session_id: str, skipped: int) -> int:

@@ -106,7 +106,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     if not closed:
         # A soft-close extension PostgreSQL does not hold yet (persist_bids writes it within
         # seconds): record it now, so the due check stops picking the session before its end.
-        _end_follow(session.pk, live_end_us)
+        persistence.end_follow(session.pk, live_end_us)
         raise ApplicationError(ErrorCode.SESSION_NOT_ENDED,
                                f"The session's end was extended to {us_to_datetime(live_end_us):%Y-%m-%dT%H:%M:%S}Z.")
     try:
@@ -168,13 +168,6 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     SETTLE_SECONDS.observe(seconds)
     return SettleOutcome(session_id=str(locked.pk), bidders=len(bids), winners=outcome.winners,
                          final_price=outcome.final_price, seconds=seconds)
-
-
-def _end_follow(session_id, end_us: int) -> None:
-    """PostgreSQL's effective end moved up to Redis's (it only grows)."""
-    end = us_to_datetime(end_us)
-    BiddingSession.objects.filter(pk=session_id, end_time__lt=end).exclude(
-        status=SessionStatus.SETTLED).update(end_time=end)
 
 
 def _after_settled(session_id: str) -> None:
