@@ -16,7 +16,7 @@ from pathlib import Path
 from auctions.models import Bid, BiddingSession, SessionStatus
 from auctions.rules import price_to_cents, rank_member, to_us
 from core.redis import get_async_redis, get_redis, key, session_key
-from core.scripts import lua_sources
+from core.scripts import batched, lua_sources
 from core.scripts import script as registered_script
 
 SOURCES = lua_sources(Path(__file__).resolve().parent / "lua", "place_bid", "board_page", "my_bid")
@@ -56,7 +56,9 @@ def script(client, name: str):
 
 
 def async_script(name: str):
-    return script(get_async_redis(), name)
+    """The script for this loop's async client; the calls of one loop turn go out as one pipeline
+    (core.scripts.batched)."""
+    return batched(script(get_async_redis(), name))
 
 
 def params_fields(session: BiddingSession) -> dict[str, str]:

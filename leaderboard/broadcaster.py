@@ -25,13 +25,13 @@ for that session, join the session's group with it and start one relay task; the
 leave ends the task and the membership. The relay receives each group message once (one
 deserialization) and writes its pre-rendered text to every local socket of the session with one
 ASGI send each (`BoardConsumer.relay`: the version filter and the snapshot ordering live there).
-daphne's send (`Server.handle_reply`) never suspends, it hands the frame to Twisted, which buffers
-what a slow client has not taken yet, so sending serially delays no socket behind a slow or dead
-one; a send that fails is logged and skips only that socket. Per socket and push this is one
-filter check and one send, instead of a queue put, a wake-up of the socket's dispatch loop, a new
-task and a deserialization. A channel per session rather than per process: the layer hands a group
-message to its member channels without the group's name, so a channel shared by sessions could
-not tell which sockets a message is for.
+Each send runs at once and never makes the relay wait on a client (`BoardConsumer.push`: a send
+that waits on a slow client, as uvicorn's do, goes on as a task of its own; daphne's never waits),
+so no socket is delayed behind a slow or dead one; a send that fails is logged and skips only that
+socket. Per socket and push this is one filter check and one send, instead of a queue put, a
+wake-up of the socket's dispatch loop, a new task and a deserialization. A channel per session
+rather than per process: the layer hands a group message to its member channels without the
+group's name, so a channel shared by sessions could not tell which sockets a message is for.
 """
 
 import asyncio
@@ -77,7 +77,7 @@ class _Relay:
     __slots__ = ("sockets", "channel", "task", "you_task", "you_again")
 
     def __init__(self) -> None:
-        self.sockets: set = set()  # BoardConsumers (anything with `async relay(event)`, `user`, `async you()`)
+        self.sockets: set = set()  # BoardConsumers (anything with `relay(event)`, `user`, `you(standing)`)
         self.channel: str | None = None  # set once the channel has joined the group
         self.task: asyncio.Task | None = None
         # The standings check of the signed-in sockets (`you` frames): one at a time; a board
@@ -169,7 +169,7 @@ class Broadcaster:
             event = await layer.receive(channel)
             for socket in tuple(relay.sockets):  # a socket may leave meanwhile
                 try:
-                    await socket.relay(event)
+                    socket.relay(event)
                 except Exception:
                     logger.exception("board relay: a send to one socket failed")
             if "version" in event:
@@ -199,7 +199,7 @@ class Broadcaster:
                     found = {}
                 for socket in signed_in if found else ():
                     try:
-                        await socket.you(found[socket.user.id])
+                        socket.you(found[socket.user.id])
                     except Exception:
                         logger.exception("board push: a `you` frame to one socket failed")
             if not relay.you_again:

@@ -11,9 +11,22 @@ by closing with 4401 for a bad token. A signed-in socket may ask for its standin
 A socket has no channel of its own and does not join the group: the process's relay for the
 session (leaderboard/broadcaster.py, `Broadcaster.join`) receives each group message once and
 calls `relay` on every local socket of the session, which sends the pre-rendered text.
+
+**Pushes never wait on a client** (`push`), whatever the server. daphne's send never suspends
+(Twisted buffers per connection); uvicorn's waits while the client's transport is over its
+high-water mark, so one client that stops reading would hold up the relay that sends each board to
+every socket of the session in the process, one after the other. A push therefore runs as an eager
+task (asyncio.eager_task_factory): a send that does not suspend, the normal case on every server,
+completes right there at the cost of a call (~1 µs, no scheduling); one that does suspend goes on
+without the relay, and the socket's later frames queue behind it (`_waiting`), in order. Boards
+and `you` frames are whole states, so a queued one replaces the older one of its kind: a stalled
+client holds at most one of each plus the status frames (a handful per session), never a growing
+queue. A client that never reads again is closed by the server's keepalive (uvicorn's ping
+timeout, daphne's), which ends the waiting send.
 """
 
 import asyncio
+import logging
 import uuid
 
 import orjson
@@ -29,6 +42,8 @@ from core.metrics import WEBSOCKETS_OPEN
 from leaderboard.broadcaster import get_broadcaster
 from leaderboard.frames import BOARD_SIZE, board_message, render, you_message
 from leaderboard.selectors import Standing, board_read, standings
+
+logger = logging.getLogger(__name__)
 
 CLOSE_UNKNOWN_SESSION = 4404
 CLOSE_BAD_TOKEN = 4401
@@ -51,6 +66,9 @@ class BoardConsumer(AsyncWebsocketConsumer):
     you_winning: bool | None = None
     auth_tried = False
     you_answered_at = float("-inf")
+    # Frames held behind a push that waits on the client (None: no push is waiting): ASGI messages,
+    # each with its kind ("board", "you" or None for frames that are never replaced).
+    _waiting: list[tuple[str | None, dict]] | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -86,8 +104,8 @@ class BoardConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=render(board_message("snapshot", board)))
         pending = self.pending
         self.pending = None  # relay() sends from now on
-        for event in pending:  # daphne's send never suspends: nothing relayed overtakes these
-            await self.relay(event)
+        for event in pending:  # pushed in order behind the snapshot
+            self.relay(event)
         if self.user is not None:
             await self._you_now()
 
@@ -103,15 +121,15 @@ class BoardConsumer(AsyncWebsocketConsumer):
     async def _you_now(self) -> None:
         """One `you` frame with the bidder's current standing."""
         found = await standings(session_id=self.session_id, weights={self.user.id: self.user.weight})
-        await self.you(found[self.user.id], changed_only=False)
+        self.you(found[self.user.id], changed_only=False)
 
-    async def you(self, standing: Standing, *, changed_only: bool = True) -> None:
+    def you(self, standing: Standing, *, changed_only: bool = True) -> None:
         """The bidder's private frame, when their is_winning changed (the broadcaster asks once per
         board push; their first bid counts as a change)."""
         if changed_only and standing.is_winning == self.you_winning:
             return
         self.you_winning = standing.is_winning
-        await self.base_send({"type": "websocket.send", "text": render(you_message(standing))})
+        self.push({"type": "websocket.send", "text": render(you_message(standing))}, kind="you")
 
     async def disconnect(self, code: int) -> None:
         if self.session_id is not None:
@@ -148,10 +166,10 @@ class BoardConsumer(AsyncWebsocketConsumer):
         self.user, self.you_winning = user, None
         await self._you_now()
 
-    async def relay(self, event: dict) -> None:
+    def relay(self, event: dict) -> None:
         """A group message ({"type": "board.message", "text", "version"?}) for this socket: held
-        until the snapshot is out, dropped if it is a board not newer than this socket's, else one
-        ASGI send of the pre-rendered text (daphne's never waits on the client)."""
+        until the snapshot is out, dropped if it is a board not newer than this socket's, else
+        pushed (the pre-rendered text)."""
         if self.pending is not None:
             self.pending.append(event)
             return
@@ -160,4 +178,47 @@ class BoardConsumer(AsyncWebsocketConsumer):
             if version <= self.version:
                 return
             self.version = version
-        await self.base_send({"type": "websocket.send", "text": event["text"]})
+        self.push({"type": "websocket.send", "text": event["text"]}, kind="board" if version is not None else None)
+
+    def push(self, message: dict, *, kind: str | None = None) -> None:
+        """Send `message` after every frame pushed before it, without waiting on the client (module
+        docstring). `kind` ("board", "you"): a whole state, which replaces a queued one of its kind."""
+        if self._waiting is None:
+            self._send_eagerly(message)
+            return
+        if kind is not None:
+            for n, (queued_kind, _) in enumerate(self._waiting):
+                if queued_kind == kind:
+                    del self._waiting[n]
+                    break
+        self._waiting.append((kind, message))
+
+    def _send_eagerly(self, message: dict) -> bool:
+        """One ASGI send, run at once; True if it is done, else it goes on as a task and later
+        frames wait (`_waiting`) until it ends."""
+        sending = asyncio.eager_task_factory(asyncio.get_running_loop(), self.base_send(message))
+        if not sending.done():
+            self._waiting = []
+            sending.add_done_callback(self._sent)
+            return False
+        self._failed(sending)
+        return True
+
+    def _sent(self, sending: asyncio.Task) -> None:
+        """A send that waited on the client ended: the frames queued behind it go out, in order."""
+        waiting, self._waiting = self._waiting or [], None
+        if self._failed(sending):
+            return  # the connection is gone: what waited behind the send goes nowhere
+        for n, (_, message) in enumerate(waiting):
+            if not self._send_eagerly(message):
+                self._waiting.extend(waiting[n + 1:])
+                return
+
+    @staticmethod
+    def _failed(sending: asyncio.Task) -> bool:
+        if sending.cancelled():
+            return True
+        if (exc := sending.exception()) is not None:
+            logger.warning("board push: a send to one socket failed (%r)", exc)
+            return True
+        return False

@@ -1,5 +1,5 @@
-"""Start real FlashBid processes (daphne, Celery worker, beat) against the test database and the
-test Redis database, and stop them reliably."""
+"""Start real FlashBid processes (daphne, deploy/Procfile's web line, Celery worker, beat) against
+the test database and the test Redis database, and stop them reliably."""
 
 import os
 import signal
@@ -96,6 +96,16 @@ def celery_beat(log_dir: Path, name: str = "beat", **env: str) -> Process:
 def daphne(log_dir: Path, port: int, name: str = "daphne", **env: str) -> Process:
     process = Process(name, [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"],
                       test_env(**env), log_dir)
+    wait_for_port(port, process)
+    return process
+
+
+def procfile_web(log_dir: Path, port: int, name: str = "web", **env: str) -> Process:
+    """The `web` line of deploy/Procfile, as `make up` runs it (through bash, for its ${VAR:-default}s),
+    on `port`; FLASHBID_WEB_PROCESSES in `env` sets its process count."""
+    line = next(line for line in (ROOT / "deploy" / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    process = Process(name, ["bash", "-c", "exec " + line.removeprefix("web:").strip()],
+                      test_env(FLASHBID_WEB_PORT=str(port), **env), log_dir)
     wait_for_port(port, process)
     return process
 

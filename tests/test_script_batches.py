@@ -1,0 +1,79 @@
+"""Batched script calls (core.scripts.batched, the bid path's EVALSHAs) against the real Redis:
+calls made while one is under way go out together as one pipeline, each with its own reply or
+error, each run exactly once; a flushed script is loaded again; a caller gone before its call went
+out is not sent; a connection error reaches every call of a batch."""
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from core.redis import get_async_redis, get_redis
+from core.scripts import batched
+from tests.processes import free_port
+
+# Counts its runs per key; refuses when asked to.
+SOURCE = """
+redis.call('INCR', KEYS[1])
+if ARGV[1] == 'refuse' then return redis.error_reply('REFUSED asked to') end
+return ARGV[1]
+"""
+
+
+def _reads() -> int:
+    """Reads Redis has made from its clients' sockets so far (INFO stats)."""
+    return get_redis().info("stats")["total_reads_processed"]
+
+
+async def test_calls_made_meanwhile_go_out_together_each_with_its_own_reply():
+    call = batched(get_async_redis().register_script(SOURCE))
+    counter = f"test:batches:{uuid.uuid4()}"
+    before = _reads()
+    replies = await asyncio.gather(*(call(keys=[counter], args=["refuse" if n == 7 else f"r{n}"])
+                                     for n in range(50)), return_exceptions=True)
+    reads = _reads() - before
+    assert [r for n, r in enumerate(replies) if n != 7] == [f"r{n}" for n in range(50) if n != 7]
+    assert isinstance(replies[7], redis.ResponseError) and "asked to" in str(replies[7])
+    assert int(get_redis().get(counter)) == 50  # every call ran, once
+    # The first call went alone; the 49 made while it was under way went as one pipeline. One by
+    # one they would have taken 50 reads or more (+1: the INFO read itself).
+    assert reads <= 15, reads
+
+
+async def test_a_script_flushed_from_redis_is_loaded_again_and_each_call_runs_once():
+    call = batched(get_async_redis().register_script(SOURCE))
+    counter = f"test:batches:{uuid.uuid4()}"
+    assert await call(keys=[counter], args=["warm"]) == "warm"
+    get_redis().script_flush()
+    replies = await asyncio.gather(*(call(keys=[counter], args=[f"r{n}"]) for n in range(20)))
+    assert replies == [f"r{n}" for n in range(20)]
+    assert int(get_redis().get(counter)) == 21
+
+
+async def test_a_caller_gone_before_its_call_went_out_is_not_sent():
+    call = batched(get_async_redis().register_script(SOURCE))
+    first, second = f"test:batches:{uuid.uuid4()}", f"test:batches:{uuid.uuid4()}"
+    await call(keys=[first], args=["warm"])  # the script is loaded, the connection open
+    under_way = asyncio.create_task(call(keys=[first], args=["a"]))
+    waiting = asyncio.create_task(call(keys=[second], args=["b"]))
+    await asyncio.sleep(0)  # the first is sent; the second waits behind it
+    waiting.cancel()
+    assert await under_way == "a"
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.05)
+    assert get_redis().get(second) is None
+    assert int(get_redis().get(first)) == 2
+
+
+async def test_a_connection_error_reaches_every_call_of_a_batch():
+    unreachable = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    call = batched(unreachable.register_script(SOURCE))
+    try:
+        replies = await asyncio.gather(*(call(keys=["k"], args=[f"r{n}"]) for n in range(10)),
+                                       return_exceptions=True)
+    finally:
+        await unreachable.aclose()
+    assert all(isinstance(r, redis.ConnectionError) for r in replies), replies
