@@ -7,10 +7,10 @@ The apps own their scripts (files next to their code) and hand the source in; th
 keeps the registrations."""
 
 import asyncio
-import os
 import weakref
 from pathlib import Path
 
+from django.conf import settings
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError
@@ -64,17 +64,13 @@ def script_queue(pipe, registered, *, keys: list, args: list) -> None:
 # Measured on this box (docs/PERFORMANCE.md, issue 18): 32 concurrent EVALSHAs cost 81 us of
 # client CPU and 28 us of Redis CPU each one by one, 27 and 8 us batched.
 
-# Script calls (single or batches) a loop has under way at once; the calls made meanwhile wait for
-# one to end and then go out together. 0 turns batching off (for A/B runs).
-BATCH_IN_FLIGHT = int(os.environ.get("FLASHBID_SCRIPT_BATCH_IN_FLIGHT", "1"))
-
 _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]" = weakref.WeakKeyDictionary()
 
 
 def batched(registered):
     """`registered` (an async client's registered script), called as it is (`keys=`, `args=`),
-    except that calls made while BATCH_IN_FLIGHT others are under way in this event loop wait for
-    one of them to end, and then go to Redis together, as one pipeline. Under light load every call
+    except that calls made while settings.REDIS_SCRIPT_BATCH_IN_FLIGHT others are under way in this
+    event loop wait for one of them to end, and then go to Redis together, as one pipeline. Under light load every call
     goes out at once, alone, as before; under heavy load they go out in batches, each call with its
     own reply or exception, as if sent alone: a script's error is that call's; a connection error
     is every call's of the batch (none is sent again: the client retries nothing). NOSCRIPT (Redis
@@ -82,7 +78,8 @@ def batched(registered):
     more. On a cluster client, calls go one by one (a cluster pipeline splits by node and may
     resend)."""
     client = registered.registered_client
-    if isinstance(client, AsyncRedisCluster) or BATCH_IN_FLIGHT < 1:
+    in_flight = settings.REDIS_SCRIPT_BATCH_IN_FLIGHT
+    if isinstance(client, AsyncRedisCluster) or in_flight < 1:
         return registered
 
     async def call(*, keys: list, args: list):
@@ -90,7 +87,7 @@ def batched(registered):
         batcher = _batchers.get(loop)
         if batcher is None or batcher.client is not client:
             batcher = _batchers[loop] = _Batcher(loop, client)
-        if batcher.in_flight >= BATCH_IN_FLIGHT:
+        if batcher.in_flight >= in_flight:
             return await batcher.queue(registered, keys, args)
         batcher.in_flight += 1
         try:

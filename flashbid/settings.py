@@ -227,6 +227,10 @@ CACHE_URL = plain_redis_url("CACHE_URL", "Django's cache (django-redis)")
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "fb")
 # Connections per process for the async engine client (requests beyond it wait for one).
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)
+# The live scripts' calls (the bid, the board, my standing) a process has under way at once; calls
+# made meanwhile wait for one to end, then go out together as one pipeline (core.scripts.batched).
+# 0: every call alone, as before issue 18 (for A/B runs).
+REDIS_SCRIPT_BATCH_IN_FLIGHT = env_int("REDIS_SCRIPT_BATCH_IN_FLIGHT", 1)
 
 CACHES = {
     "default": {

@@ -69,6 +69,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
     # Frames held behind a push that waits on the client (None: no push is waiting): ASGI messages,
     # each with its kind ("board", "you" or None for frames that are never replaced).
     _waiting: list[tuple[str | None, dict]] | None = None
+    _sending: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -199,6 +200,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
         sending = asyncio.eager_task_factory(asyncio.get_running_loop(), self.base_send(message))
         if not sending.done():
             self._waiting = []
+            self._sending = sending  # the loop keeps only a weak reference to a task
             sending.add_done_callback(self._sent)
             return False
         self._failed(sending)
@@ -206,7 +208,7 @@ class BoardConsumer(AsyncWebsocketConsumer):
 
     def _sent(self, sending: asyncio.Task) -> None:
         """A send that waited on the client ended: the frames queued behind it go out, in order."""
-        waiting, self._waiting = self._waiting or [], None
+        waiting, self._waiting, self._sending = self._waiting or [], None, None
         if self._failed(sending):
             return  # the connection is gone: what waited behind the send goes nowhere
         for n, (_, message) in enumerate(waiting):
