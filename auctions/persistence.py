@@ -379,11 +379,35 @@ def sessions_persist(session_ids: list[str], *, budget_seconds: float | None = N
             report.busy.append(session_id)
             continue
         try:
-            session_drain(session_id=session_id, report=report, on_batch=lambda lease=lease: _lease_renew(lease))
+            session_drain(session_id=session_id, report=report, on_batch=_BatchYield(session_id, lease))
             report.drained.append(session_id)
         finally:
             _lease_release(lease)
     return report
+
+
+class _BatchYield:
+    """After each batch of a periodic drain: renew the drain lease, then pause PERSIST_YIELD_RATIO
+    times as long as the batch took, unless the stream held a backlog when the drain began
+    (PERSIST_YIELD_BELOW entries or more: PostgreSQL was away, catching up comes first). A
+    batch's work is mostly PostgreSQL's (COPY, the upserts), in a server process the worker's
+    `nice` does not reach; back to back, a tick's batches held a core for hundreds of milliseconds
+    and the web processes' requests queued behind them (bid p99 at half capacity with the worker
+    on the box: docs/PERFORMANCE.md, issue 18). Paused, each burst is one batch, and the web
+    processes catch up in between."""
+
+    def __init__(self, session_id: str, lease):
+        self.lease = lease
+        self.pause = settings.PERSIST_YIELD_RATIO
+        if self.pause > 0 and get_redis().xlen(session_keys(session_id).stream) >= settings.PERSIST_YIELD_BELOW:
+            self.pause = 0.0
+        self.since = time.monotonic()
+
+    def __call__(self) -> None:
+        _lease_renew(self.lease)
+        if self.pause > 0:
+            time.sleep(min((time.monotonic() - self.since) * self.pause, 1.0))
+        self.since = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,12 +79,13 @@ class Servers:
         return [self.base_port + n for n in range(self.web_processes or 1)]
 
     def ws_port(self) -> int:
-        """Where the WebSocket listeners connect: the web port (the Procfile's uvicorns, daphne,
-        nginx's port in the scale-out), or the daphne beside `--server uvicorn`."""
+        """Where the WebSocket listeners connect: the web port (the Procfile's uvicorns, the daphne
+        of `--server daphne`, nginx's port in the scale-out), or the sockets' uvicorn beside
+        `--server uvicorn`."""
         return self.base_port + 10 if self.server == "uvicorn" and not self.scale_out else self.web_ports()[0]
 
     def start_scale_out(self) -> None:
-        """deploy/scale-out.sh: nginx on base_port → two uvicorns (HTTP) and a daphne (/ws/),
+        """deploy/scale-out.sh: nginx on base_port → two uvicorns (HTTP) and one for /ws/,
         PgBouncer, its own Redis, worker, beat, Flower; everything in var/bench/scale-out. The load
         goes to nginx's plain-HTTP loopback listener (the app is measured, not TLS handshakes), which
         nginx's per-address limits do not count (every bidder here shares 127.0.0.1); its HTTPS,
@@ -121,13 +122,14 @@ class Servers:
                 self.env["FLASHBID_WEB_PROCESSES"] = str(self.web_processes)
             self._start("web", ["bash", "-c", f"exec {line}"])
         elif self.server == "uvicorn":
-            # HTTP on uvicorn (workers share one listening socket), WebSockets on a daphne beside it
-            # (nginx would route /ws/ there), as compose and the scale-out run them.
-            self._start("web", [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.base_port),
-                                "--workers", str(self.web_processes or 1), "--no-access-log", "--log-level", "warning",
-                                "--loop", "uvloop", "--http", "httptools", "--ws", "none", "--lifespan", "off",
-                                self.asgi])
-            self._start("ws-daphne", [*daphne, "-p", str(self.ws_port())])
+            # HTTP on uvicorn (workers share one listening socket), WebSockets on a uvicorn of their
+            # own beside it (nginx would route /ws/ there), as compose and the scale-out run them.
+            uvicorn = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning",
+                       "--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
+            self._start("web", [*uvicorn, "--port", str(self.base_port), "--workers", str(self.web_processes or 1),
+                                "--ws", "none", self.asgi])
+            self._start("ws", [*uvicorn, "--port", str(self.ws_port()), "--ws", "websockets-sansio",
+                               "--ws-per-message-deflate", "false", self.asgi])
         else:
             for n, port in enumerate(self.web_ports()):  # daphne
                 self._start(f"web{n}", [*daphne, "-p", str(port)])
@@ -543,7 +545,8 @@ def main() -> None:
     parser.add_argument("--server", choices=["procfile", "daphne", "uvicorn"], default="procfile",
                         help="procfile: deploy/Procfile's web line, as `make up` runs it (default); daphne: "
                              "daphne -v 0 (make up's shape before issue 18); uvicorn: HTTP on uvicorn, the "
-                             "sockets on a daphne beside it (as nginx routes /ws/ in compose and the scale-out)")
+                             "sockets on a uvicorn of their own beside it (as nginx routes /ws/ in compose and "
+                             "the scale-out)")
     parser.add_argument("--web-processes", type=int, default=None, choices=[1, 2],
                         help="web processes (procfile: its default, 2; daphne: each on its own port, the HTTP "
                              "loads go to the first; uvicorn: its workers; default 1)")
@@ -552,8 +555,8 @@ def main() -> None:
     parser.add_argument("--ws-rate", type=float, default=None,
                         help="bids/s during the delivery run (default: half the bid capacity measured)")
     parser.add_argument("--scale-out", action="store_true",
-                        help="the HTTP runs through nginx over two uvicorns (sockets: a daphne) and PgBouncer "
-                             "(deploy/scale-out.sh); "
+                        help="the HTTP runs through nginx over two uvicorns (sockets: a uvicorn of their own) "
+                             "and PgBouncer (deploy/scale-out.sh); "
                              "persist and settlement are skipped (its worker owns the streams)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each saturation run")
     parser.add_argument("--quick", action="store_true", help="short runs, smaller sizes (a smoke test of the suite)")
@@ -698,7 +701,7 @@ def main() -> None:
     finally:
         servers.stop()
 
-    shape = ("nginx → uvicorn ×2 + daphne for /ws/, PgBouncer (deploy/scale-out.sh)" if args.scale_out
+    shape = ("nginx → uvicorn ×2 + a uvicorn for /ws/, PgBouncer (deploy/scale-out.sh)" if args.scale_out
              else f"deploy/Procfile's web line (uvicorn ×{args.web_processes or 2}, HTTP and WebSockets)"
              if args.server == "procfile" else f"{args.server} ×{args.web_processes or 1}")
     if args.asgi != "flashbid.asgi:application":

@@ -69,14 +69,14 @@ _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]" = we
 
 def batched(registered):
     """`registered` (an async client's registered script), called as it is (`keys=`, `args=`),
-    except that calls made while settings.REDIS_SCRIPT_BATCH_IN_FLIGHT others are under way in this
-    event loop wait for one of them to end, and then go to Redis together, as one pipeline. Under light load every call
-    goes out at once, alone, as before; under heavy load they go out in batches, each call with its
-    own reply or exception, as if sent alone: a script's error is that call's; a connection error
-    is every call's of the batch (none is sent again: the client retries nothing). NOSCRIPT (Redis
-    restarted, SCRIPT FLUSH: the script did not run) loads the script and sends those calls once
-    more. On a cluster client, calls go one by one (a cluster pipeline splits by node and may
-    resend)."""
+    except that calls made while settings.REDIS_SCRIPT_BATCH_IN_FLIGHT others are under way in
+    this event loop wait for one of them to end, and then go to Redis together, as one pipeline.
+    Under light load every call goes out at once, alone, as before; under heavy load they go out in
+    batches, each call with its own reply or exception, as if sent alone: a script's error is that
+    call's; a connection error is every call's of the batch (none is sent again: the client
+    retries nothing). NOSCRIPT (Redis restarted, SCRIPT FLUSH: the script did not run) loads the
+    script and sends those calls once more. On a cluster client, calls go one by one (a cluster
+    pipeline splits by node and may resend)."""
     client = registered.registered_client
     in_flight = settings.REDIS_SCRIPT_BATCH_IN_FLIGHT
     if isinstance(client, AsyncRedisCluster) or in_flight < 1:
@@ -137,7 +137,10 @@ class _Batcher:
         except BaseException as exc:
             for *_, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return

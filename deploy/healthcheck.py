@@ -1,4 +1,4 @@
-"""The Docker HEALTHCHECK of a web container: GET /healthz from this container's daphne.
+"""The Docker HEALTHCHECK of a web container: GET /healthz from this container's web process.
 
 Django answers 400 to a Host it does not allow, so the check sends the first of ALLOWED_HOSTS
 (the app's own rule decides, as it would for any client). Standard library only; exit 0 = healthy.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FlashBid's multi-process system on this machine, wired as deploy/docker-compose.yml is: nginx in front of
 # the web processes (HTTPS, a plain-HTTP redirect, an internal server for /readyz and /metrics):
-# HTTP to two uvicorns, /ws/ to a daphne (docs/PERFORMANCE.md, "The shapes users run"); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
+# HTTP to two uvicorns, /ws/ to a uvicorn of its own (docs/PERFORMANCE.md, "The shapes users run"); PgBouncer (transaction pooling, SCRAM, its own admin user) in front of PostgreSQL; a
 # Redis of its own from deploy/redis.conf (AOF, a password); one Celery worker, exactly one beat,
 # Flower. With SCALE_OUT_REDIS_CLUSTER=1 the engine's state lives on a Redis Cluster of 3 masters
 # of its own (the same config, cluster-enabled), and that Redis keeps the broker, the channel layer
@@ -22,7 +22,7 @@
 #   SCALE_OUT_HTTP_PORT (8080)         nginx: plain HTTP, a redirect to HTTPS only
 #   SCALE_OUT_INTERNAL_PORT (8081)     nginx: /readyz, /metrics, /healthz, /nginx-health
 #   SCALE_OUT_WEB_PORTS ("8101 8102")  one uvicorn per port: HTTP (pages, API, admin)
-#   SCALE_OUT_WS_PORTS ("8111")        one daphne per port: the WebSockets (/ws/)
+#   SCALE_OUT_WS_PORTS ("8111")        one uvicorn per port: the WebSockets (/ws/)
 #   SCALE_OUT_PGBOUNCER_PORT (6432)    SCALE_OUT_REDIS_PORT (6390)    SCALE_OUT_FLOWER_PORT (5556)
 #   SCALE_OUT_WORKER_CONCURRENCY (2)   SCALE_OUT_BOOTSTRAP (1; 0 skips deploy/bootstrap.sh)
 #   SCALE_OUT_REDIS_CLUSTER (0)        1: the engine on a Redis Cluster (REDIS_CLUSTER=true)
@@ -387,9 +387,9 @@ cmd_up() {
   export PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/prometheus
   rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
-  say "web: uvicorn on ${WEB_PORTS[*]} (HTTP), daphne on ${WS_PORTS[*]} (WebSockets); Celery worker, beat, Flower"
+  say "web: uvicorn on ${WEB_PORTS[*]} (HTTP) and on ${WS_PORTS[*]} (WebSockets); Celery worker, beat, Flower"
   for i in "${!WEB_PORTS[@]}"; do
-    # No access log (nginx keeps one); no WebSockets (nginx sends /ws/ to daphne); the client
+    # No access log (nginx keeps one); no WebSockets (nginx sends /ws/ to the ones below); the client
     # address from X-Forwarded-For, which nginx sets to the client's (login limits are per client);
     # idle connections kept longer than nginx keeps them.
     start "${WEB_NAMES[i]}" "$BIN/uvicorn" --host "$BIND" --port "${WEB_PORTS[i]}" --no-access-log \
@@ -397,9 +397,11 @@ cmd_up() {
       --timeout-keep-alive 75 flashbid.asgi:application
   done
   for i in "${!WS_PORTS[@]}"; do
-    # -v 0: no access log (nginx's). --proxy-headers: the client address is nginx's X-Real-IP.
-    start "${WS_NAMES[i]}" "$BIN/daphne" -v 0 -b "$BIND" -p "${WS_PORTS[i]}" --proxy-headers \
-      --proxy-headers-host X-Real-IP flashbid.asgi:application
+    # The sockets: no access log (nginx's), no per-message deflate, the client address from
+    # X-Forwarded-For (nginx's); as deploy/docker-compose.yml's `ws`.
+    start "${WS_NAMES[i]}" "$BIN/uvicorn" --host "$BIND" --port "${WS_PORTS[i]}" --no-access-log \
+      --loop uvloop --http httptools --ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false \
+      --lifespan off --proxy-headers --forwarded-allow-ips '*' flashbid.asgi:application
   done
   # The worker, beat and Flower at a lower CPU priority: persist batches wait while requests run.
   start worker nice -n 10 "$BIN/celery" -A flashbid worker --loglevel=INFO -E \
@@ -440,7 +442,7 @@ FlashBid scale-out is up (runtime dir $RUN_DIR):
   Django admin     $web/admin/
   Health           $web/healthz
   Ready / metrics  $internal/readyz  $internal/metrics   (nginx's internal server)
-  WebSocket        wss://$BIND:$HTTPS_PORT/ws/sessions/<session id>/   (nginx -> daphne$ws_upstreams)
+  WebSocket        wss://$BIND:$HTTPS_PORT/ws/sessions/<session id>/   (nginx -> uvicorn$ws_upstreams)
   Flower           http://$BIND:$FLOWER_PORT/   ($flower_auth_note)
   PgBouncer        $SHOWN_DATABASE_URL   (console: psql -h $BIND -p $PGBOUNCER_PORT -U $PGBOUNCER_ADMIN_USER pgbouncer,
                    password in $RUN_DIR/pgbouncer_admin_password)

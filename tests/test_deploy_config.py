@@ -1,6 +1,6 @@
 """The deployment files hold what docs/OPERATIONS.md and docs/SECURITY.md promise:
 deploy/docker-compose.yml is valid Compose (the vendored compose-spec schema) and wired as intended
-(two uvicorn web replicas for HTTP and a daphne for the WebSockets, one worker, exactly one beat,
+(two uvicorn web replicas for HTTP and a uvicorn for the WebSockets, one worker, exactly one beat,
 the background processes at a lower CPU weight, PgBouncer in transaction mode in front of
 PostgreSQL, Redis with AOF and a password, health checks or start conditions, nginx off the backend
 network, each service given only the secrets it uses, the app's database role no superuser); the
@@ -242,12 +242,15 @@ def test_compose_runs_two_web_replicas_one_worker_and_exactly_one_beat(compose):
     workers = [name for name, s in services.items() if "worker" in _command(s)]
     assert beats == ["beat"] and services["beat"].get("deploy", {}).get("replicas", 1) == 1
     assert workers == ["worker"] and services["worker"].get("deploy", {}).get("replicas", 1) == 1
-    # HTTP on uvicorn, without an access log (nginx keeps one) or WebSockets; the sockets on daphne.
+    # HTTP on uvicorn, without an access log (nginx keeps one) or WebSockets; the sockets on a
+    # uvicorn of their own, without per-message deflate, the client address from nginx's header.
     web, ws = _command(services["web"]), _command(services["ws"])
     assert services["web"]["deploy"]["replicas"] == 2
     assert web[0] == "uvicorn" and web[-1] == "flashbid.asgi:application"
     assert {"--no-access-log", "--proxy-headers"} <= set(web) and web[web.index("--ws") + 1] == "none"
-    assert ws[0] == "daphne" and ws[ws.index("-v") + 1] == "0" and ws[-1] == "flashbid.asgi:application"
+    assert ws[0] == "uvicorn" and ws[-1] == "flashbid.asgi:application"
+    assert {"--no-access-log", "--proxy-headers"} <= set(ws) and ws[ws.index("--ws") + 1] == "websockets-sansio"
+    assert ws[ws.index("--ws-per-message-deflate") + 1] == "false"
     # The background processes yield the CPU to the web processes on a busy host.
     for name in ("worker", "beat", "flower"):
         assert services[name]["cpu_shares"] < 1024, name
@@ -700,7 +703,7 @@ def test_rendered_pgbouncer_serves_the_app_role_with_scram_and_keeps_the_console
 
 # --- Image, .env.example, scripts ---------------------------------------------------------------
 
-def test_dockerfile_runtime_runs_daphne_as_a_non_root_user_with_a_healthcheck():
+def test_dockerfile_runtime_runs_uvicorn_as_a_non_root_user_with_a_healthcheck():
     text = (DEPLOY / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", text, flags=re.M)
     runtime = stages[-1]
@@ -709,7 +712,7 @@ def test_dockerfile_runtime_runs_daphne_as_a_non_root_user_with_a_healthcheck():
     assert user.split(":")[0] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck\.py", runtime, flags=re.M)
     assert "/healthz" in (DEPLOY / "healthcheck.py").read_text()
-    assert re.search(r'^CMD \["daphne".*"flashbid\.asgi:application"\]', runtime, flags=re.M)
+    assert re.search(r'^CMD \["uvicorn".*"--no-access-log".*"flashbid\.asgi:application"\]', runtime, flags=re.M)
     assert re.search(r"^ENV DEBUG=false", runtime, flags=re.M)
     # collectstatic at build time, with a key that exists only in that RUN; no secret in ENV or ARG.
     assert re.search(r"^RUN SECRET_KEY=\S+ DEBUG=false \\\n\s+python manage.py collectstatic", text, flags=re.M)

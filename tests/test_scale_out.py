@@ -1,10 +1,10 @@
 """deploy/scale-out.sh end to end: the multi-process system on this machine, wired as
 deploy/docker-compose.yml is (nginx with TLS in front of two uvicorns for HTTP and, here, two
-daphnes for the WebSockets, PgBouncer in front of the test database, the script's own Redis from
+uvicorns for the WebSockets, PgBouncer in front of the test database, the script's own Redis from
 deploy/redis.conf with a password, one Celery worker, one beat, Flower, these three at nice 10),
 driven from outside like a client would: bids through nginx over HTTPS (trusting the self-signed
 certificate the script made) with Bearer tokens, sockets through nginx (wss) and straight to each
-daphne, readiness on nginx's internal server, then PostgreSQL, the settlement and PgBouncer's own
+sockets' process, readiness on nginx's internal server, then PostgreSQL, the settlement and PgBouncer's own
 console (as its admin user) checked. The script is stopped at the end whatever happened
 (`scale-out.sh stop`, then the script itself). Twice: as it comes, and in the cluster shape
 (SCALE_OUT_REDIS_CLUSTER=1: the engine on a Redis Cluster of 3 masters of its own, the plain Redis
@@ -139,7 +139,7 @@ def _kinds(frames: list[dict]) -> list[str]:
 
 
 async def _bid_and_listen(so: ScaleOut, session_id: str, plan: list[tuple[str, str]]):
-    """Sockets through nginx (wss, to a daphne) and straight to each daphne (ws); then every bid through nginx;
+    """Sockets through nginx (wss) and straight to each sockets' process (ws); then every bid through nginx;
     then what each socket receives until it has the board at the final version, and then until the
     results (or the time runs out: the caller asserts on the frames)."""
     endpoints = {"nginx": f"wss://127.0.0.1:{so.https_port}", "ws1": f"ws://127.0.0.1:{so.ws_ports[0]}",
@@ -176,7 +176,7 @@ async def _bid_and_listen(so: ScaleOut, session_id: str, plan: list[tuple[str, s
 
 
 @pytest.mark.parametrize("scale_out", ["plain", "cluster"], indirect=True)
-def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through_pgbouncer(
+def test_scale_out_bids_through_nginx_pushes_on_both_socket_processes_and_settles_through_pgbouncer(
         scale_out, make_user, make_session, token_for):
     so = scale_out
     test_db = connection.settings_dict["NAME"]
@@ -290,7 +290,7 @@ def test_scale_out_bids_through_nginx_pushes_on_both_daphnes_and_settles_through
     web_logs = "".join((so.run_dir / "logs" / f"web{n}.log").read_text() for n in (1, 2))
     assert "[scale-out-test-1] slow request GET /healthz 200" in web_logs
 
-    # Every socket, on either daphne or through nginx, got the snapshot, the coalesced board at the
+    # Every socket, on either sockets' process or through nginx, got the snapshot, the coalesced board at the
     # final state and the results of the settlement.
     for name, got in frames.items():
         kinds = _kinds(got)
