@@ -386,6 +386,10 @@ def sessions_persist(session_ids: list[str], *, budget_seconds: float | None = N
     return report
 
 
+# The longest pause after one batch of a periodic drain (_BatchYield).
+YIELD_PAUSE_MAX_SECONDS = 1.0
+
+
 class _BatchYield:
     """After each batch of a periodic drain: renew the drain lease, then pause PERSIST_YIELD_RATIO
     times as long as the batch took, unless the stream held a backlog when the drain began
@@ -406,7 +410,7 @@ class _BatchYield:
     def __call__(self) -> None:
         _lease_renew(self.lease)
         if self.pause > 0:
-            time.sleep(min((time.monotonic() - self.since) * self.pause, 1.0))
+            time.sleep(min((time.monotonic() - self.since) * self.pause, YIELD_PAUSE_MAX_SECONDS))
         self.since = time.monotonic()
 
 
