@@ -56,8 +56,8 @@ def script(client, name: str):
 
 
 def async_script(name: str):
-    """The script for this loop's async client; the calls of one loop turn go out as one pipeline
-    (core.scripts.batched)."""
+    """The script for this loop's async client; under load, the calls made while one is under way
+    go out together as one pipeline (core.scripts.batched)."""
     return batched(script(get_async_redis(), name))
 
 
