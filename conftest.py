@@ -192,5 +192,4 @@ def started(tmp_path):
         return process
 
     yield start
-    for process in reversed(running):
-        process.stop()
+    processes.stop_all(list(reversed(running)))

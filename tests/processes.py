@@ -49,6 +49,7 @@ class Process:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        self._terminated = False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -71,14 +72,32 @@ class Process:
                 pass
         self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM to its process group, once; `stop` then waits for it."""
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self._log.close()
+
+
+def stop_all(running: list[Process]) -> None:
+    """Stop these processes with their shutdowns overlapping: SIGTERM to every one, then wait for
+    each (a Celery worker's warm shutdown, a web server's graceful one: a second or two each,
+    which one after the other added up over the suite)."""
+    for process in running:
+        process.terminate()
+    for process in running:
+        process.stop()
 
 
 def celery_worker(log_dir: Path, name: str = "worker", **env: str) -> Process:
