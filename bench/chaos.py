@@ -1,7 +1,8 @@
 """FlashBid's chaos run: `make chaos` (or `.venv/bin/python bench/chaos.py [options]`).
 
 Starts the real stack on loopback with a PostgreSQL cluster and a Redis (AOF on) of its own on
-spare ports, so that it can stop and start them: daphne, one Celery worker, beat. About 200
+spare ports, so that it can stop and start them: deploy/Procfile's web line (uvicorn ×2, as `make
+up` runs it), one Celery worker, beat. About 200
 bidders bid rising prices over HTTP through one session (K = 10) and keep bidding a few seconds
 past its end. At random moments of the open session it injects, each once: SIGKILL of the worker
 (then a new one), SIGKILL of Redis (then a restart from its AOF), a FLUSHALL of Redis, PostgreSQL
@@ -134,7 +135,7 @@ class Proc:
 
 
 class Stack:
-    """PostgreSQL, Redis, daphne, worker and beat of this run, in one temporary directory."""
+    """PostgreSQL, Redis, the web processes, worker and beat of this run, in one temporary directory."""
 
     def __init__(self, args):
         self.args = args
@@ -308,16 +309,18 @@ class Stack:
                                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
-    def start_daphne(self) -> None:
-        self.procs["daphne"] = Proc("daphne", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.web_port),
-                                               "flashbid.asgi:application"], self.env, self.logs / "daphne.log")
+    def start_web(self) -> None:
+        """deploy/Procfile's web line, as `make up` runs it, on this run's port."""
+        line = next(line for line in (ROOT / "deploy" / "Procfile").read_text().splitlines() if line.startswith("web:"))
+        self.procs["web"] = Proc("web", ["bash", "-c", "exec " + line.removeprefix("web:").strip()],
+                                 {**self.env, "FLASHBID_WEB_PORT": str(self.web_port)}, self.logs / "web.log")
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return
-            if not self.procs["daphne"].alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start:\n{self.procs['daphne'].tail()}")
+            if not self.procs["web"].alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the web processes did not start:\n{self.procs['web'].tail()}")
             time.sleep(0.2)
 
     @property
@@ -351,7 +354,7 @@ class Stack:
     def close(self) -> None:
         """Stop everything this run started (web and Celery first, stores last), then remove the
         temporary directory unless --keep. Safe to call twice."""
-        for name in ("daphne", "beat", "worker"):
+        for name in ("web", "beat", "worker"):
             proc = self.procs.pop(name, None)
             if proc is not None:
                 with contextlib.suppress(Exception):
@@ -813,8 +816,8 @@ def report(args, stack: Stack, session: dict | None, faults: list[dict], invaria
            f"K={args.inventory}; {platform.node()} ({os.cpu_count()} cores), {seconds:.0f} s in all",
            f"settings: PERSIST_INTERVAL_SECONDS={args.persist_interval}, SETTLE_INTERVAL_SECONDS="
            f"{args.settle_interval}, PERSIST_RECLAIM_IDLE_MS={args.reclaim_idle_ms}, worker --concurrency=2, "
-           f"one daphne; Redis deploy/redis.conf (AOF everysec){redis_shape(stack)}, PostgreSQL "
-           f"{stack.pg_bin.parent.name}",
+           f"the Procfile's web line (uvicorn ×2); Redis deploy/redis.conf (AOF everysec){redis_shape(stack)}, "
+           f"PostgreSQL {stack.pg_bin.parent.name}",
            f"session: upset 10.00, alpha 1, beta {args.beta}, gamma {args.gamma}; weights 1.0-1.4, chaos-0001 "
            f"{args.heavy_weight} (wins on weight below other winners' prices); a bid every ~{args.interval} s "
            f"per bidder, 5 % of them probes at or below the bidder's own price (must be 409 not_higher)",
@@ -846,15 +849,15 @@ def run(args) -> int:
     stack = Stack(args)
     clients, faults, invariants, session_row = Clients(), None, [], None
     try:
-        log(f"temp dir {stack.tmp}; PostgreSQL :{stack.pg_port}, Redis :{stack.redis_port}, daphne :{stack.web_port}"
+        log(f"temp dir {stack.tmp}; PostgreSQL :{stack.pg_port}, Redis :{stack.redis_port}, web :{stack.web_port}"
             + (f", Redis Cluster :{' :'.join(map(str, stack.node_ports))}" if stack.node_ports else ""))
         stack.pg_init()
         stack.redis_start()
         if stack.node_ports:
             stack.cluster_start()
         stack.manage("migrate", "--noinput", "-v0", timeout=300)
-        log("migrated; starting daphne, worker, beat")
-        stack.start_daphne()
+        log("migrated; starting the web processes, worker, beat")
+        stack.start_web()
         users = users_create(stack, args.bidders)
         log(f"{len(users)} bidders with tokens")
         stack.start_worker()

@@ -64,6 +64,7 @@ NOT_PASSED = {
     "SESSION_COOKIE_SECURE": "secure by default", "CSRF_COOKIE_SECURE": "secure by default",
     "SECURE_SSL_REDIRECT": "on by default",
     "REDIS_CLUSTER": "the cluster overlay (docker-compose.cluster.yml) sets it with the cluster's REDIS_URL",
+    "FLASHBID_WEB_PROCESSES": "make up's (deploy/Procfile); compose runs one process per container and scales replicas",
 }
 
 
