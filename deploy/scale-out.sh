@@ -141,14 +141,19 @@ wait_ready() {
   done
 }
 
-# SIGTERM to the service's leader (nginx, uvicorn, daphne, celery, redis, pgbouncer each stop their own
+# SIGTERM to the service's leader (nginx, uvicorn, celery, redis, pgbouncer each stop their own
 # children), SIGKILL to its whole session if it has not ended within the grace period.
-stop_one() {
+term_one() {
+  local pid
+  pid=$(pid_of "$1") || return 0
+  if [ -n "$pid" ] && session_alive "$pid"; then kill -TERM "$pid" 2> /dev/null || true; fi
+}
+
+wait_one() {
   local name=$1 pid grace=10 deadline
   pid=$(pid_of "$name") || return 0
   if [ -n "$pid" ] && session_alive "$pid"; then
     [ "$name" = worker ] && grace=30  # a task in flight finishes (warm shutdown)
-    kill -TERM "$pid" 2> /dev/null || true
     deadline=$((SECONDS + grace))
     while session_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
     if session_alive "$pid"; then
@@ -159,8 +164,15 @@ stop_one() {
   rm -f "$PID_DIR/$name.pid"
 }
 
+stop_one() { term_one "$1"; wait_one "$1"; }
+
+# nginx first (no new requests), then the app's processes together (their graceful shutdowns
+# overlap: one after the other they took seconds), then what they use, last started first.
 stop_all() {
-  local i
+  local i name app=(flower beat worker "${WS_NAMES[@]}" "${WEB_NAMES[@]}")
+  stop_one nginx
+  for name in "${app[@]}"; do term_one "$name"; done
+  for name in "${app[@]}"; do wait_one "$name"; done
   for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do stop_one "${ORDER[i]}"; done
 }
 
