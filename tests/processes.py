@@ -112,10 +112,13 @@ def celery_beat(log_dir: Path, name: str = "beat", **env: str) -> Process:
                    test_env(**env), log_dir)
 
 
-def daphne(log_dir: Path, port: int, name: str = "daphne", **env: str) -> Process:
+def daphne(log_dir: Path, port: int, name: str = "daphne", *, wait: bool = True, **env: str) -> Process:
+    """daphne on `port`; returns once it listens, or at once with wait=False (then wait_for_port:
+    several started at once boot side by side)."""
     process = Process(name, [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "flashbid.asgi:application"],
                       test_env(**env), log_dir)
-    wait_for_port(port, process)
+    if wait:
+        wait_for_port(port, process)
     return process
 
 

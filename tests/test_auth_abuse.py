@@ -33,8 +33,10 @@ def _hashes_the_servers_know(settings):
 def web(started):
     """Two web processes on one Redis and one database: (base URL of A, base URL of B)."""
     a, b = processes.free_port(), processes.free_port()
-    started(processes.daphne, a, name="daphne-a", **LIMITS)
-    started(processes.daphne, b, name="daphne-b", **LIMITS)
+    web_a = started(processes.daphne, a, name="daphne-a", wait=False, **LIMITS)
+    web_b = started(processes.daphne, b, name="daphne-b", wait=False, **LIMITS)
+    processes.wait_for_port(a, web_a)
+    processes.wait_for_port(b, web_b)
     return f"http://127.0.0.1:{a}", f"http://127.0.0.1:{b}"
 
 

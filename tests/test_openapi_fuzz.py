@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PUBLIC_AND_BID_PATHS = r"^/api/(auth/|sessions)"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]
-EXAMPLES_PER_OPERATION_AND_MODE = 50
+EXAMPLES_PER_OPERATION_AND_MODE = 35
 
 
 @pytest.fixture
