@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ports import spare_ports  # noqa: E402  (bench/ports.py)
+from run import database_migrated  # noqa: E402  (bench/run.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(Path(sys.executable))
@@ -270,15 +271,6 @@ def persist(stores: Stores, sessions: int, bidders: int, workers_list: list[int]
     return results
 
 
-def _prepare_database() -> None:
-    exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
-                             f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DB}'"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    if not exists:
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", BENCH_DB], check=True)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True, env=os.environ.copy())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="ceiling,shards,persist")
@@ -301,7 +293,7 @@ def main() -> None:
             out["shards"] = shards(stores, args.sessions, args.shard_requests)
             print(json.dumps({"shards": out["shards"]}, indent=1), flush=True)
         if "persist" in wanted:
-            _prepare_database()
+            database_migrated(BENCH_DB)
             out["persist"] = persist(stores, args.persist_sessions, args.persist_bidders, [1, 2])
             print(json.dumps({"persist": out["persist"]}, indent=1), flush=True)
     finally:

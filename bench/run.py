@@ -205,13 +205,19 @@ def _wait_http(url: str, timeout: float) -> None:
     raise SystemExit(f"{url} did not answer within {timeout} s (see {VAR}/*.log)")
 
 
-def _prepare_database() -> None:
+def database_migrated(name: str) -> None:
+    """The benchmark database `name` on the local PostgreSQL, created if missing, migrated (by
+    manage.py, with this process's environment: its DATABASE_URL must name it). Also bench/cluster.py's."""
     exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
-                             f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DB}'"],
+                             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
                             capture_output=True, text=True, check=True).stdout.strip()
     if not exists:
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", BENCH_DB], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
     subprocess.run([str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+
+
+def _prepare_database() -> None:
+    database_migrated(BENCH_DB)
     # Without the sessions of earlier runs: Redis is flushed at the start, and the persist tick would
     # restore every open one during the measurements (one with 100,000 bidders held Redis, and so
     # every bid, for ~0.5 s). The bots (users) stay, to be reused.
