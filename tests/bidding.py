@@ -3,6 +3,7 @@ service (auctions.services.bid_place, one Lua script each), and the comparisons 
 PostgreSQL holds what Redis accepted."""
 
 import asyncio
+import threading
 import uuid
 from decimal import Decimal
 
@@ -137,3 +138,32 @@ def assert_settled_as_expected(session, accepted: list[BidResult]) -> None:
     # The live leaderboard's order is the settled order.
     live_order = [m.split(":", 1)[1] for m in get_redis().zrevrange(live.session_keys(session.pk).rank, 0, -1)]
     assert live_order == [bid.bidder_id for bid in expected.ranking]
+
+
+def at_once(work, times: int = 2, timeout: float = 60) -> list:
+    """`work()` in `times` threads released together (as that many worker processes would run it
+    at the same moment); their results in the order they finished. Each thread gives its database
+    connection back. Raises the first thread's exception, if any."""
+    barrier = threading.Barrier(times)
+    results, errors = [], []
+
+    def run():
+        from django.db import connection
+
+        try:
+            barrier.wait()
+            results.append(work())
+        except Exception as exc:  # noqa: BLE001 - raised below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    assert len(results) == times, f"{times - len(results)} of {times} threads did not finish in {timeout} s"
+    return results

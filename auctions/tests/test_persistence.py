@@ -4,7 +4,6 @@ cascading to the history, which has no database-level foreign keys (auctions.mod
 why); drainers sharing sessions, each session drained by one at a time (its drain lease); the
 periodic drain's pauses between batches."""
 
-import threading
 
 import pytest
 from django.db import connection
@@ -66,24 +65,7 @@ def test_two_processes_given_the_same_sessions_drain_each_one_alone(make_session
     assert all(len(accepted) == 8 and not rejected for accepted, rejected in placed.values())
     ids = [str(s.pk) for s in sessions]
 
-    barrier = threading.Barrier(2)
-    reports, errors = [], []
-
-    def drainer():
-        try:
-            barrier.wait()
-            reports.append(persistence.sessions_persist(ids))
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=drainer) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    reports = bidding.at_once(lambda: persistence.sessions_persist(ids))
     a, b = (set(report.sessions) for report in reports)
     print(f"\nsessions written by one drainer: {len(a)}, by the other: {len(b)}")
     assert a and b and not a & b and a | b == set(ids)

@@ -216,26 +216,7 @@ def test_two_workers_given_the_same_ended_sessions_split_them_and_settle_each_on
     ids = settlement.sessions_due(limit=100)
     assert sorted(ids) == sorted(str(s.pk) for s in sessions)
 
-    barrier = threading.Barrier(2)
-    settled, errors = [], []
-
-    def worker():
-        try:
-            barrier.wait()
-            settled.append(settlement.sessions_settle(ids))
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-        finally:
-            from django.db import connection
-
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    settled = bidding.at_once(lambda: settlement.sessions_settle(ids))
     print(f"\nsettled by one worker: {len(settled[0])}, by the other: {len(settled[1])}")
     assert settled[0] and settled[1] and not set(settled[0]) & set(settled[1])
     assert sorted(settled[0] + settled[1]) == sorted(ids)
