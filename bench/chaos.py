@@ -53,6 +53,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chaos_checks  # noqa: E402  (bench/chaos_checks.py; not part of the project)
 from ports import spare_ports  # noqa: E402  (bench/ports.py)
+from run import procfile_web_line  # noqa: E402  (bench/run.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "python").exists() else Path(sys.executable).parent
@@ -311,8 +312,7 @@ class Stack:
 
     def start_web(self) -> None:
         """deploy/Procfile's web line, as `make up` runs it, on this run's port."""
-        line = next(line for line in (ROOT / "deploy" / "Procfile").read_text().splitlines() if line.startswith("web:"))
-        self.procs["web"] = Proc("web", ["bash", "-c", "exec " + line.removeprefix("web:").strip()],
+        self.procs["web"] = Proc("web", ["bash", "-c", "exec " + procfile_web_line()],
                                  {**self.env, "FLASHBID_WEB_PORT": str(self.web_port)}, self.logs / "web.log")
         deadline = time.monotonic() + 60
         while True:

@@ -177,7 +177,8 @@ class Servers:
 
 
 def procfile_web_line() -> str:
-    """The command of deploy/Procfile's `web` line (what `make up` runs)."""
+    """The command of deploy/Procfile's `web` line (what `make up` runs); also the chaos run's and
+    the tests' (tests/processes.procfile_web)."""
     for line in (ROOT / "deploy" / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
             return line.removeprefix("web:").strip()

@@ -125,8 +125,9 @@ def daphne(log_dir: Path, port: int, name: str = "daphne", *, wait: bool = True,
 def procfile_web(log_dir: Path, port: int, name: str = "web", **env: str) -> Process:
     """The `web` line of deploy/Procfile, as `make up` runs it (through bash, for its ${VAR:-default}s),
     on `port`; FLASHBID_WEB_PROCESSES in `env` sets its process count."""
-    line = next(line for line in (ROOT / "deploy" / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    process = Process(name, ["bash", "-c", "exec " + line.removeprefix("web:").strip()],
+    from bench.run import procfile_web_line
+
+    process = Process(name, ["bash", "-c", "exec " + procfile_web_line()],
                       test_env(FLASHBID_WEB_PORT=str(port), **env), log_dir)
     wait_for_port(port, process)
     return process
