@@ -75,7 +75,9 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(started, make_ses
 
     from worker.tasks import persist_bids
 
-    worker = started(processes.celery_worker, name="doomed")
+    # Batches back to back (no pause after each): the kill below must land while a batch is pending,
+    # and with the pauses nothing is pending for most of the time between two batches.
+    worker = started(processes.celery_worker, name="doomed", PERSIST_YIELD_RATIO="0")
     worker.wait_for_log("ready.")
     persist_bids.delay()
     # Kill as soon as one batch is acknowledged (the stream shrank) and the next is pending.
