@@ -26,6 +26,19 @@ def _session_of(request: HttpRequest):
     return session
 
 
+async def user_from_authorization(header: str) -> CurrentUser:
+    """The user an `Authorization: Bearer <token>` header's value speaks for; 401 for any other
+    value, and for a token that is bad, expired or revoked."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthenticated("Use an 'Authorization: Bearer <token>' header.")
+    user = await user_from_token(token)
+    if user is None:
+        raise _unauthenticated("The token is invalid, expired or revoked.")
+    return user
+
+
 async def authenticate(request: HttpRequest) -> CurrentUser | None:
     """The caller, or None when the request carries no credentials at all.
 
@@ -33,14 +46,7 @@ async def authenticate(request: HttpRequest) -> CurrentUser | None:
     unsafe request without a valid CSRF token."""
     header = request.headers.get("Authorization")
     if header:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise _unauthenticated("Use an 'Authorization: Bearer <token>' header.")
-        user = await user_from_token(token)
-        if user is None:
-            raise _unauthenticated("The token is invalid, expired or revoked.")
-        return user
+        return await user_from_authorization(header)
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return None
     user = await user_from_login_session(_session_of(request))

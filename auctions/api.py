@@ -9,7 +9,7 @@ from uuid import UUID
 import orjson
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
@@ -18,6 +18,7 @@ from pydantic import create_model
 from accounts.api import UserOut
 from accounts.auth import admin_auth, user_auth
 from accounts.services import MAX_WEIGHT, user_set_weight
+from accounts.user_cache import CurrentUser
 from auctions import exports, selectors, services, settlement, verification
 from auctions.rules import InvalidPrice, price_parse
 from core.exceptions import ApplicationError, ErrorCode, ErrorOut, Text
@@ -86,12 +87,8 @@ def session_detail(request: HttpRequest, session_id: UUID):
     return selectors.session_as_dict(session)
 
 
-def _bid_price(request: HttpRequest) -> Decimal:
+def _bid_price(body: bytes) -> Decimal:
     """The price from a bid's JSON body; every malformed body is 422 `invalid_price`."""
-    try:
-        body = request.body
-    except (RequestDataTooBig, RawPostDataException):
-        raise ApplicationError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.") from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -104,6 +101,20 @@ def _bid_price(request: HttpRequest) -> Decimal:
         raise ApplicationError(ErrorCode.INVALID_PRICE, str(exc)) from None
 
 
+async def bid_submit(*, session_id: UUID, user: CurrentUser, body: bytes, idempotency_key: str | None) -> HttpResponse:
+    """The bid endpoint once its caller is known: the body parsed, the bid placed, the answer shaped
+    (201, or 200 replaying an earlier answer to the same Idempotency-Key). The one implementation
+    behind the route below and behind flashbid.handlers.BidHandler, the hand-written ASGI path that
+    serves the same route to bearer-token clients without Django's request machinery."""
+    price = _bid_price(body)
+    idempotency_key = idempotency_key or None
+    if idempotency_key is not None and len(idempotency_key) > 200:
+        raise ApplicationError(ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
+    result = await services.bid_place(session_id=session_id, user=user, price=price,
+                                      idempotency_key=idempotency_key)
+    return json_response(result.body(), status=200 if result.replayed else 201)
+
+
 BID_BODY_DOC = {
     "requestBody": {
         "required": True,
@@ -112,8 +123,12 @@ BID_BODY_DOC = {
 }
 
 
+# Also served by flashbid.handlers.BidHandler, which matches requests against this path.
+BID_PATH = redis_only("/sessions/{uuid:session_id}/bids")
+
+
 @router.post(
-    redis_only("/sessions/{uuid:session_id}/bids"),
+    BID_PATH,
     # 200: the replayed answer to a repeated Idempotency-Key.
     response={200: BidOut, 201: BidOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
               413: ErrorOut, 422: ErrorOut, 429: ErrorOut},
@@ -121,14 +136,12 @@ BID_BODY_DOC = {
     auth=user_auth,
 )
 async def bid_create(request: HttpRequest, session_id: UUID):
-    user = request.auth
-    price = _bid_price(request)
-    idempotency_key = request.headers.get("Idempotency-Key") or None
-    if idempotency_key is not None and len(idempotency_key) > 200:
-        raise ApplicationError(ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
-    result = await services.bid_place(session_id=session_id, user=user, price=price,
-                                      idempotency_key=idempotency_key)
-    return json_response(result.body(), status=200 if result.replayed else 201)
+    try:
+        body = request.body
+    except (RequestDataTooBig, RawPostDataException):
+        raise ApplicationError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.") from None
+    return await bid_submit(session_id=session_id, user=request.auth, body=body,
+                            idempotency_key=request.headers.get("Idempotency-Key"))
 
 
 class WinnerOut(Schema):

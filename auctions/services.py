@@ -71,6 +71,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
 
     Raises ApplicationError with the contract's codes for every rejection."""
     started = time.perf_counter()
+    session_id = str(session_id)  # once, not once per key
     script_keys, args = live.place_bid_call(
         session_id, user_id=user.id, username=user.username, price=str(price), cents=price_to_cents(price),
         weight=user.weight, rate_limit=settings.BID_RATE_LIMIT_PER_SECOND,
@@ -91,7 +92,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
     BIDS.labels("accepted").inc()
     BID_LATENCY.observe(time.perf_counter() - started)
     return BidResult(
-        session_id=str(session_id),
+        session_id=session_id,
         user_id=user.id,
         price=price,
         score=float(score),

@@ -9,6 +9,8 @@ core.db.orm. Paths are relative to the API's mount point, like the routers' own.
 
 import re
 
+from django.urls.converters import get_converters
+
 _paths: list[str] = []
 _CONVERTER = re.compile(r"\{(?:\w+:)?\w+\}")
 
@@ -26,3 +28,19 @@ def redis_only_pattern(prefix: str) -> re.Pattern:
     alternatives = [_CONVERTER.sub("[^/]+", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
                     for path in _paths]
     return re.compile(re.escape(prefix) + "(?:" + "|".join(alternatives or ["(?!)"]) + ")")
+
+
+_PARAMETER = re.compile(r"\{(?:(\w+):)?(\w+)\}")
+
+
+def route_pattern(prefix: str, path: str) -> re.Pattern:
+    """A regex matching `prefix` + the router path `path` exactly as Django's URL resolver would:
+    each `{type:name}` parameter becomes a named group with the converter's own regex (Django's
+    `uuid` converter: lowercase hex only), `{name}` a `str` one."""
+    converters = get_converters()
+    parts, end = [], 0
+    for match in _PARAMETER.finditer(path):
+        parts += [re.escape(path[end:match.start()]),
+                  f"(?P<{match[2]}>{converters[match[1] or 'str'].regex})"]
+        end = match.end()
+    return re.compile(re.escape(prefix) + "".join(parts) + re.escape(path[end:]))

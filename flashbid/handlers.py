@@ -26,19 +26,27 @@ requirements.txt. tests/test_private_internals.py fails loudly when one of them 
 """
 
 from contextlib import closing
+from io import BytesIO
+from typing import NamedTuple
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.core.handlers.exception import convert_exception_to_response
+from django.core.handlers.exception import convert_exception_to_response, response_for_exception
 from django.http import HttpResponse
+from django.http.request import split_domain_port, validate_host
 from django.urls import set_script_prefix, set_urlconf
+from django.urls.converters import get_converters
 from django.utils.log import log_response
 
+from accounts.auth import user_from_authorization
+from auctions.api import BID_PATH, bid_submit
+from core.exceptions import ApplicationError
 from core.json import json_response
-from core.routes import redis_only_pattern
-from flashbid import api as _api  # noqa: F401  (declares the routes, and so their Redis-only marks)
+from core.routes import redis_only_pattern, route_pattern
+from flashbid.api import api, application_error_response  # declares the routes, and so their Redis-only marks
 
 # Paths served by RedisOnlyHandler (the routes each app marks with core.routes.redis_only) when the
 # method is one of FAST_METHODS (a method a route does not accept, e.g. GET on /bids, is answered
@@ -86,14 +94,18 @@ class APIHandler(ASGIHandler):
             response = json_response({"detail": "Invalid Host header.", "code": "invalid"}, status=400)
         else:
             response = await super().run_get_response(request)
-        headers = response.headers
-        for name, value in API_SECURITY_HEADERS:
-            if name not in headers:
-                headers[name] = value
-        if not response.streaming and "Content-Length" not in response:
-            # What CommonMiddleware would add; without it the server falls back to chunked encoding.
-            response.headers["Content-Length"] = str(len(response.content))
-        return response
+        return _api_headers_added(response)
+
+
+def _api_headers_added(response: HttpResponse) -> HttpResponse:
+    headers = response.headers
+    for name, value in API_SECURITY_HEADERS:
+        if name not in headers:
+            headers[name] = value
+    if not response.streaming and "Content-Length" not in response:
+        # What CommonMiddleware would add; without it the server falls back to chunked encoding.
+        response.headers["Content-Length"] = str(len(response.content))
+    return response
 
 
 class RedisOnlyHandler(APIHandler):
@@ -114,6 +126,92 @@ class RedisOnlyHandler(APIHandler):
             await self.send_response(response, send)
 
 
+class BidRequest(NamedTuple):
+    session_id: UUID
+    authorization: str
+    idempotency_key: str | None
+
+
+class BidHandler(RedisOnlyHandler):
+    """The bid, `POST /api/sessions/{uuid}/bids` with a bearer token, hand-written on ASGI.
+
+    The hot path's handler, and so our own code (the brief allows it for the hot path alone): what
+    Django and django-ninja do per request (an HttpRequest with its META, URL resolution, ninja's
+    operation, auth and response machinery) was most of a bid's CPU in the web process
+    (docs/PERFORMANCE.md). It does no less: the same Host check, the same auth
+    (accounts.auth.user_from_authorization), the same parse and answer (auctions.api.bid_submit),
+    the same error answers (the API's exception handlers; an unexpected error is Django's 500),
+    the same headers. It takes only requests that are plain in every way that matters: anything
+    else (no or repeated Authorization, Idempotency-Key or Host header, a Host not allowed, no or
+    an over-limit Content-Length, USE_X_FORWARDED_HOST on) goes the usual way, through ninja's
+    route, which OpenAPI documents; tests/test_bid_handler.py holds the two to the same answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = route_pattern("/api", BID_PATH)
+        self.session_id = get_converters()["uuid"].to_python
+
+    def takes(self, scope) -> BidRequest | None:
+        """What this handler needs of a request it takes, or None for one it leaves to the route."""
+        if scope["method"] != "POST" or settings.USE_X_FORWARDED_HOST:
+            return None
+        match = self.path.fullmatch(scope["path"])
+        if match is None:
+            return None
+        seen = {}
+        for name, value in scope["headers"]:
+            if name in _BID_HEADERS:
+                if name in seen:
+                    return None
+                seen[name] = value.decode("latin-1")
+        authorization, length, host = seen.get(b"authorization"), seen.get(b"content-length"), seen.get(b"host")
+        if authorization is None or host is None or length is None or not length.isdigit():
+            return None
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and int(length) > limit:
+            return None
+        domain, _ = split_domain_port(host)
+        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+            return None
+        return BidRequest(self.session_id(match["session_id"]), authorization, seen.get(b"idempotency-key"))
+
+    async def handle(self, bid: BidRequest, scope, receive, send) -> None:
+        chunks = []
+        while True:  # at most Content-Length bytes, which takes() checked: the server holds a body to it
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            user = await user_from_authorization(bid.authorization)
+            response = await bid_submit(session_id=bid.session_id, user=user, body=body,
+                                        idempotency_key=bid.idempotency_key)
+        except ApplicationError as exc:  # a refusal: the common error, answered without a request object
+            response = application_error_response(exc)
+        except Exception as exc:  # noqa: BLE001 (answered as the route would answer it)
+            response = self._exception_response(scope, body, exc)
+        await self.send_response(_api_headers_added(response), send)
+
+    def _exception_response(self, scope, body: bytes, exc: Exception) -> HttpResponse:
+        """What the route answers to `exc`: the API's exception handler for it (Redis or PostgreSQL
+        away: 503), else Django's 500, logged as Django logs it."""
+        set_script_prefix(get_script_prefix(scope))
+        request, _ = self.create_request(scope, BytesIO(body))
+        try:
+            response = api.on_exception(request, exc)
+        except Exception as unhandled:  # noqa: BLE001
+            response = response_for_exception(request, unhandled)
+        if response.status_code >= 500:
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        return response
+
+
+_BID_HEADERS = frozenset({b"authorization", b"content-length", b"host", b"idempotency-key"})
+
+
 def _cookie_authenticated(scope) -> bool:
     """A request that may authenticate with the pages' session cookie (no Authorization header).
     Opening a Django session goes through the cache's sync API and, on a miss, the ORM: such
@@ -132,10 +230,13 @@ def http_router(django_application):
     api = APIHandler()
     redis_only = RedisOnlyHandler()
     fast_path = redis_only_pattern("/api")  # flashbid.api, imported above, has every router's marks
+    bids = BidHandler()
 
     async def route(scope, receive, send):
         path = scope["path"]
         if path.startswith("/api/"):
+            if (bid := bids.takes(scope)) is not None:
+                return await bids.handle(bid, scope, receive, send)
             if scope["method"] in FAST_METHODS and fast_path.fullmatch(path) and not _cookie_authenticated(scope):
                 return await redis_only(scope, receive, send)
             return await api(scope, receive, send)
