@@ -7,4 +7,6 @@ deploy/bootstrap.sh requirements-dev.txt
 # the deploy checks lint the shell scripts and make throwaway TLS certificates (openssl); tests
 # marked `cluster` run a second time on a Redis Cluster of 3 masters the suite starts (redis-server).
 deploy/debian-packages.sh chromium nginx-light pgbouncer shellcheck openssl redis-server
-exec .venv/bin/pytest "$@"
+# Two test processes (pytest-xdist; tests/xdist_env.py keeps their Redis databases apart): most
+# tests wait on real processes, sockets and timers, so two of them share the two cores well.
+exec .venv/bin/pytest -n "${TEST_PROCESSES:-2}" --dist worksteal "$@"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import ports
+from tests.xdist_env import worker_index
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTERS = 3
@@ -18,8 +19,9 @@ FIRST_PORT = 7101  # searched upwards from here for free ports
 
 
 def spare_ports(count: int, first: int = FIRST_PORT) -> list[int]:
-    """`count` ports from `first` up (below 9000) whose cluster bus ports (+10000) are free too."""
-    return ports.spare_ports(count, first=first, last=9000)
+    """`count` ports from `first` up (below 9000) whose cluster bus ports (+10000) are free too;
+    each test process (pytest-xdist) searches from a start of its own, 400 ports apart."""
+    return ports.spare_ports(count, first=first + 400 * worker_index(), last=9000)
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Bearer authentication of the API (accounts.auth, through the bid endpoint): a missing, malformed,
 expired, forged or revoked token, or a token of no user, is 401 `not_authenticated`."""
 
-import uuid
 
 import jwt
 import pytest
@@ -48,7 +47,7 @@ async def test_bid_with_an_unsigned_none_algorithm_token_is_not_authenticated(ap
     assert_error(response, 401, "not_authenticated")
 
 
-@pytest.mark.parametrize("subject", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize("subject", ["not-a-uuid", "3f1c2b7e-5d4a-4c3b-8a29-1e0f6d7c8b9a"])  # no such user
 async def test_bid_with_a_token_for_no_such_user_is_not_authenticated(api, session, subject):
     token, _ = token_issue(user_id=subject, token_version=0)
     response = await api.post(bids_url(session), json={"price": "20.00"}, headers={"Authorization": f"Bearer {token}"})

@@ -227,7 +227,7 @@ async def test_admin_settle_of_an_ended_session_with_a_bid_names_the_winner(api,
 # --- Session creation validation -------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides", [
-    {"end_time": (timezone.now() - dt.timedelta(days=1)).isoformat()},
+    {"end_time": "2020-01-01T00:00:00+00:00"},  # long past (and before the start)
     {"inventory": 0},
     {"inventory": -1},
     {"inventory": 10**7},
