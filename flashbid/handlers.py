@@ -46,7 +46,8 @@ from auctions.api import BID_PATH, bid_submit
 from core.exceptions import ApplicationError
 from core.json import json_response
 from core.routes import redis_only_pattern, route_pattern
-from flashbid.api import api, application_error_response  # declares the routes, and so their Redis-only marks
+from flashbid.api import api as ninja_api  # declares the routes, and so their Redis-only marks
+from flashbid.api import application_error_response
 
 # Paths served by RedisOnlyHandler (the routes each app marks with core.routes.redis_only) when the
 # method is one of FAST_METHODS (a method a route does not accept, e.g. GET on /bids, is answered
@@ -135,7 +136,7 @@ class BidRequest(NamedTuple):
 class BidHandler(RedisOnlyHandler):
     """The bid, `POST /api/sessions/{uuid}/bids` with a bearer token, hand-written on ASGI.
 
-    The hot path's handler, and so our own code (the brief allows it for the hot path alone): what
+    Our own code because it is the hot path (the one handler written by hand): what
     Django and django-ninja do per request (an HttpRequest with its META, URL resolution, ninja's
     operation, auth and response machinery) was most of a bid's CPU in the web process
     (docs/PERFORMANCE.md). It does no less: the same Host check, the same auth
@@ -201,7 +202,7 @@ class BidHandler(RedisOnlyHandler):
         set_script_prefix(get_script_prefix(scope))
         request, _ = self.create_request(scope, BytesIO(body))
         try:
-            response = api.on_exception(request, exc)
+            response = ninja_api.on_exception(request, exc)
         except Exception as unhandled:  # noqa: BLE001
             response = response_for_exception(request, unhandled)
         if response.status_code >= 500:
