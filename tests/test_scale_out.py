@@ -26,6 +26,7 @@ import psycopg
 import pytest
 import redis
 import websockets
+from django.conf import settings as django_settings
 from django.db import connection
 
 from auctions.models import Bid, BidEvent, Ranking
@@ -261,9 +262,9 @@ def test_scale_out_bids_through_nginx_pushes_on_both_socket_processes_and_settle
     assert sum(winner for _, winner in rankings) == expected.winners == 3
     if so.cluster_ports:  # the session's live state is on the cluster, none of it on the plain Redis
         cluster = redis.RedisCluster(host="127.0.0.1", port=so.cluster_ports[0], password=redis_password)
-        assert cluster.zcard(f"fb:{{{session.pk}}}:rank") == len(latest)
+        assert cluster.zcard(f"{django_settings.REDIS_KEY_PREFIX}:{{{session.pk}}}:rank") == len(latest)
         assert not redis.Redis(host="127.0.0.1", port=so.redis_port, password=redis_password).exists(
-            f"fb:{{{session.pk}}}:rank")
+            f"{django_settings.REDIS_KEY_PREFIX}:{{{session.pk}}}:rank")
         cluster.close()
 
     # That traffic went through PgBouncer (its own console, as its admin: not the app's user), in

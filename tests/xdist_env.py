@@ -1,7 +1,7 @@
 """A pytest plugin (pyproject's addopts: `-p tests.xdist_env`): when pytest-xdist runs the suite in
-several processes (deploy/test.sh), each one gets a Redis database of its own, set before Django
-reads its settings (pytest-django gives each its own PostgreSQL test database already), and ports
-of its own for the Redis Clusters the tests start."""
+several processes (deploy/test.sh), each one gets a Redis database and key prefix of its own, set
+before Django reads its settings (pytest-django gives each its own PostgreSQL test database
+already), and ports of its own for the Redis Clusters the tests start."""
 
 import os
 from urllib.parse import urlsplit, urlunsplit
@@ -39,3 +39,6 @@ def pytest_load_initial_conftests(early_config, parser, args):
     for name in _REDIS_URLS:
         if url := os.environ.get(name):
             os.environ[name] = _database_moved(url, index)
+    # Pub/sub channels are the server's, not a database's: the user cache's change channel
+    # (fb:user-changes) would carry the other process's changes too.
+    os.environ["REDIS_KEY_PREFIX"] = f"{os.environ.get('REDIS_KEY_PREFIX', 'fb')}-{index}"

@@ -2,7 +2,9 @@
 persist ticks, survives kill -9 of the worker mid-batch and an unreachable PostgreSQL, and the task
 fails cleanly when Redis is down."""
 
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -80,13 +82,19 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(started, make_ses
     worker = started(processes.celery_worker, name="doomed", PERSIST_YIELD_RATIO="0")
     worker.wait_for_log("ready.")
     persist_bids.delay()
-    # Kill as soon as one batch is acknowledged (the stream shrank) and the next is pending.
+    # Kill as soon as one batch is acknowledged (the stream shrank) and the next is pending. The
+    # worker is frozen (SIGSTOP) before the state that decides is read: on a busy machine it could
+    # otherwise finish the batch between that read and the kill.
     deadline = time.monotonic() + 30
     while True:
         length, pending = _stream_state(session.pk)
         if length < total and pending:
-            worker.kill()
-            break
+            os.killpg(worker.proc.pid, signal.SIGSTOP)
+            length, pending = _stream_state(session.pk)
+            if pending:
+                worker.kill()
+                break
+            os.killpg(worker.proc.pid, signal.SIGCONT)
         assert time.monotonic() < deadline, "the worker never got into a second batch"
         time.sleep(0.002)
 
