@@ -643,7 +643,8 @@ def main() -> None:
                          "bids in each: token signature, user hash)",
                          f"{r['accepted_rps']:,.0f} accepted/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
                          ""))
-        bidders_warm(port, bots)
+        if not {"bid", "openloop", "scaling"} <= skip:
+            bidders_warm(port, bots)
 
         if "healthz" not in skip:
             r = wrk(f"http://127.0.0.1:{port}/healthz", "get.lua", seconds=seconds)

@@ -17,6 +17,8 @@ one-thread executor per request), with `request_started`/`request_finished` rece
   only through `core.db.orm`, which gives the connection back as a finished request would.
   Requests carrying the pages' session cookie and no bearer token go to APIHandler instead:
   opening a Django session is sync code (the cache, the ORM on a miss).
+- `BidHandler` (the bid with a bearer token): no HttpRequest, URL resolution or ninja operation
+  either; the bid's own ASGI code around the same auth, parse, service call and answers.
 
 Private internals of Django's ASGIHandler/BaseHandler used here (`_view_middleware`,
 `_template_response_middleware`, `_exception_middleware`, `_middleware_chain`, `_get_response`,
@@ -35,7 +37,7 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response, response_for_exception
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import set_script_prefix, set_urlconf
 from django.urls.converters import get_converters
@@ -143,8 +145,9 @@ class BidHandler(RedisOnlyHandler):
     (accounts.auth.user_from_authorization), the same parse and answer (auctions.api.bid_submit),
     the same error answers (the API's exception handlers; an unexpected error is Django's 500),
     the same headers. It takes only requests that are plain in every way that matters: anything
-    else (no or repeated Authorization, Idempotency-Key or Host header, a Host not allowed, no or
-    an over-limit Content-Length, USE_X_FORWARDED_HOST on) goes the usual way, through ninja's
+    else (no, an empty or a repeated Authorization, a repeated Idempotency-Key or Host header, a
+    Host not allowed, no or an over-limit Content-Length, a query string, USE_X_FORWARDED_HOST on)
+    goes the usual way, through ninja's
     route, which OpenAPI documents; tests/test_bid_handler.py holds the two to the same answers."""
 
     def __init__(self) -> None:
@@ -154,7 +157,7 @@ class BidHandler(RedisOnlyHandler):
 
     def takes(self, scope) -> BidRequest | None:
         """What this handler needs of a request it takes, or None for one it leaves to the route."""
-        if scope["method"] != "POST" or settings.USE_X_FORWARDED_HOST:
+        if scope["method"] != "POST" or scope.get("query_string") or settings.USE_X_FORWARDED_HOST:
             return None
         match = self.path.fullmatch(scope["path"])
         if match is None:
@@ -166,7 +169,8 @@ class BidHandler(RedisOnlyHandler):
                     return None
                 seen[name] = value.decode("latin-1")
         authorization, length, host = seen.get(b"authorization"), seen.get(b"content-length"), seen.get(b"host")
-        if authorization is None or host is None or length is None or not length.isdigit():
+        # An empty Authorization is no credentials to the route (it may then read the session cookie).
+        if not authorization or host is None or length is None or not (length.isascii() and length.isdigit()):
             return None
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and int(length) > limit:
@@ -191,23 +195,23 @@ class BidHandler(RedisOnlyHandler):
             response = await bid_submit(session_id=bid.session_id, user=user, body=body,
                                         idempotency_key=bid.idempotency_key)
         except ApplicationError as exc:  # a refusal: the common error, answered without a request object
-            response = application_error_response(exc)
+            request, response = None, application_error_response(exc)
         except Exception as exc:  # noqa: BLE001 (answered as the route would answer it)
-            response = self._exception_response(scope, body, exc)
+            request, response = await self._exception_response(scope, body, exc)
+        if response.status_code >= 500:  # logged as APIHandler logs them (a 503 `recovering`, say)
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s", response.reason_phrase, scope["path"], response=response, request=request)
         await self.send_response(_api_headers_added(response), send)
 
-    def _exception_response(self, scope, body: bytes, exc: Exception) -> HttpResponse:
-        """What the route answers to `exc`: the API's exception handler for it (Redis or PostgreSQL
-        away: 503), else Django's 500, logged as Django logs it."""
+    async def _exception_response(self, scope, body: bytes, exc: Exception) -> tuple[HttpRequest, HttpResponse]:
+        """What the route answers to `exc`, as the route runs it: the API's exception handler for it
+        (Redis or PostgreSQL away: 503), else Django's 500 (in a thread, as Django calls it)."""
         set_script_prefix(get_script_prefix(scope))
-        request, _ = self.create_request(scope, BytesIO(body))
+        request, _ = self.create_request(scope, BytesIO(body))  # takes() saw no query string to fail on
         try:
-            response = ninja_api.on_exception(request, exc)
+            return request, ninja_api.on_exception(request, exc)
         except Exception as unhandled:  # noqa: BLE001
-            response = response_for_exception(request, unhandled)
-        if response.status_code >= 500:
-            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
-        return response
+            return request, await sync_to_async(response_for_exception, thread_sensitive=False)(request, unhandled)
 
 
 _BID_HEADERS = frozenset({b"authorization", b"content-length", b"host", b"idempotency-key"})

@@ -166,10 +166,10 @@ async def test_losing_the_channel_clears_the_cache_falls_back_to_the_short_ttl_a
     # A gap between the loss and the new subscription long enough to look at.
     monkeypatch.setattr(user_cache, "SUBSCRIBER_RETRY_SECONDS", (1.5, 1.5))
 
-    # This loop's subscriber is the newest: an earlier test's loop may not have closed its own yet.
-    connection = min(_subscriber_connections(), key=lambda c: int(c["age"]))
-    get_redis().client_kill_filter(_id=connection["id"])
-    killed = time.monotonic()
+    # This loop's subscriber is the newest (client ids only grow): an earlier test's loop may not
+    # have closed its own yet.
+    killed = max(int(c["id"]) for c in _subscriber_connections())
+    get_redis().client_kill_filter(_id=killed)
     await _until(lambda: not subscribed.subscribed, 5, "the loss noticed")
     assert user_cache._local_get(str(bidder.pk)) is None  # cleared: changes may be missed now
 
@@ -182,7 +182,7 @@ async def test_losing_the_channel_clears_the_cache_falls_back_to_the_short_ttl_a
 
     await _until(lambda: subscribed.subscribed, 10, "subscribed again")
     assert subscribed.subscriptions == 2
-    assert [c for c in _subscriber_connections() if int(c["age"]) <= time.monotonic() - killed]  # a new one
+    assert [c for c in _subscriber_connections() if int(c["id"]) > killed]  # a new one
 
 
 async def test_a_read_overtaken_by_a_change_message_is_kept_only_briefly(bidder, subscribed):

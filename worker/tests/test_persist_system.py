@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,24 @@ def test_2000_bids_reach_postgresql_within_two_ticks(started, make_session):
     assert "raised unexpected" not in worker.log()
 
 
+def _frozen(group: int) -> None:
+    """SIGSTOP to a process group, returning once every process of it has stopped."""
+    os.killpg(group, signal.SIGSTOP)
+
+    def running() -> list[str]:
+        states = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)"
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[2]) == group and fields[0] not in ("T", "t", "Z"):
+                states.append(stat.parent.name)
+        return states
+
+    processes.wait_until(lambda: not running(), 5, interval=0.001, message="the worker stopped")
+
+
 def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(started, make_session):
     """A tick of 3 batches (5000 + 5000 + 2000 entries); the worker is killed while its second
     batch is read but not acknowledged. A new worker reclaims those entries (XAUTOCLAIM after
@@ -89,7 +108,7 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(started, make_ses
     while True:
         length, pending = _stream_state(session.pk)
         if length < total and pending:
-            os.killpg(worker.proc.pid, signal.SIGSTOP)
+            _frozen(worker.proc.pid)
             length, pending = _stream_state(session.pk)
             if pending:
                 worker.kill()
