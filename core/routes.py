@@ -8,11 +8,13 @@ sync middleware, no ORM, no sync signal receiver); its rare cold paths reach the
 core.db.orm. Paths are relative to the API's mount point, like the routers' own."""
 
 import re
+from collections.abc import Callable
 
 from django.urls.converters import get_converters
 
 _paths: list[str] = []
-_CONVERTER = re.compile(r"\{(?:\w+:)?\w+\}")
+# A path parameter: {type:name} or {name}.
+_PARAMETER = re.compile(r"\{(?:(\w+):)?(\w+)\}")
 
 
 def redis_only(path: str) -> str:
@@ -25,22 +27,31 @@ def redis_only(path: str) -> str:
 def redis_only_pattern(prefix: str) -> re.Pattern:
     """One regex matching every marked path under `prefix` (e.g. "/api"); a path parameter
     matches one path segment."""
-    alternatives = [_CONVERTER.sub("[^/]+", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
+    alternatives = [_PARAMETER.sub("[^/]+", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
                     for path in _paths]
     return re.compile(re.escape(prefix) + "(?:" + "|".join(alternatives or ["(?!)"]) + ")")
 
 
-_PARAMETER = re.compile(r"\{(?:(\w+):)?(\w+)\}")
-
-
-def route_pattern(prefix: str, path: str) -> re.Pattern:
-    """A regex matching `prefix` + the router path `path` exactly as Django's URL resolver would:
-    each `{type:name}` parameter becomes a named group with the converter's own regex (Django's
-    `uuid` converter: lowercase hex only), `{name}` a `str` one."""
+def route_matcher(prefix: str, path: str) -> Callable[[str], dict | None]:
+    """A function of a request path: the parameters of `prefix` + the router path `path` in it,
+    converted, as Django's URL resolver would match and convert them (each `{type:name}` with its
+    converter's regex and `to_python`, Django's `uuid` matching lowercase hex only; `{name}` a
+    `str`), or None where the resolver would not match."""
     converters = get_converters()
-    parts, end = [], 0
+    parts, types, end = [], {}, 0
     for match in _PARAMETER.finditer(path):
-        parts += [re.escape(path[end:match.start()]),
-                  f"(?P<{match[2]}>{converters[match[1] or 'str'].regex})"]
+        types[match[2]] = converters[match[1] or "str"]
+        parts += [re.escape(path[end:match.start()]), f"(?P<{match[2]}>{types[match[2]].regex})"]
         end = match.end()
-    return re.compile(re.escape(prefix) + "".join(parts) + re.escape(path[end:]))
+    pattern = re.compile(re.escape(prefix) + "".join(parts) + re.escape(path[end:]))
+
+    def parameters(request_path: str) -> dict | None:
+        found = pattern.fullmatch(request_path)
+        if found is None:
+            return None
+        try:
+            return {name: types[name].to_python(value) for name, value in found.groupdict().items()}
+        except ValueError:  # the resolver's "no match" too
+            return None
+
+    return parameters

@@ -40,14 +40,13 @@ from django.core.handlers.exception import convert_exception_to_response, respon
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import set_script_prefix, set_urlconf
-from django.urls.converters import get_converters
 from django.utils.log import log_response
 
 from accounts.auth import user_from_authorization
 from auctions.api import BID_PATH, bid_submit
 from core.exceptions import ApplicationError
 from core.json import json_response
-from core.routes import redis_only_pattern, route_pattern
+from core.routes import redis_only_pattern, route_matcher
 from flashbid.api import api as ninja_api  # declares the routes, and so their Redis-only marks
 from flashbid.api import application_error_response
 
@@ -147,20 +146,19 @@ class BidHandler(RedisOnlyHandler):
     the same headers. It takes only requests that are plain in every way that matters: anything
     else (no, an empty or a repeated Authorization, a repeated Idempotency-Key or Host header, a
     Host not allowed, no or an over-limit Content-Length, a query string, USE_X_FORWARDED_HOST on)
-    goes the usual way, through ninja's
-    route, which OpenAPI documents; tests/test_bid_handler.py holds the two to the same answers."""
+    goes the usual way, through ninja's route, which OpenAPI documents; tests/test_bid_handler.py
+    holds the two to the same answers."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.path = route_pattern("/api", BID_PATH)
-        self.session_id = get_converters()["uuid"].to_python
+        self.parameters = route_matcher("/api", BID_PATH)
 
     def takes(self, scope) -> BidRequest | None:
         """What this handler needs of a request it takes, or None for one it leaves to the route."""
         if scope["method"] != "POST" or scope.get("query_string") or settings.USE_X_FORWARDED_HOST:
             return None
-        match = self.path.fullmatch(scope["path"])
-        if match is None:
+        parameters = self.parameters(scope["path"])
+        if parameters is None:
             return None
         seen = {}
         for name, value in scope["headers"]:
@@ -178,7 +176,7 @@ class BidHandler(RedisOnlyHandler):
         domain, _ = split_domain_port(host)
         if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
             return None
-        return BidRequest(self.session_id(match["session_id"]), authorization, seen.get(b"idempotency-key"))
+        return BidRequest(parameters["session_id"], authorization, seen.get(b"idempotency-key"))
 
     async def handle(self, bid: BidRequest, scope, receive, send) -> None:
         chunks = []
