@@ -4,7 +4,9 @@ error, each run exactly once; a flushed script is loaded again; a caller gone be
 out is not sent; a connection error reaches every call of a batch."""
 
 import asyncio
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,7 +16,7 @@ from redis.backoff import NoBackoff
 
 from core.redis import get_async_redis, get_redis
 from core.scripts import batched
-from tests.processes import free_port
+from tests import processes
 
 # Counts its runs per key; refuses when asked to.
 SOURCE = """
@@ -24,21 +26,33 @@ return ARGV[1]
 """
 
 
-def _reads() -> int:
-    """Reads Redis has made from its clients' sockets so far (INFO stats)."""
-    return get_redis().info("stats")["total_reads_processed"]
+def _redis_server(log_dir: Path, port: int) -> processes.Process:
+    """A Redis server of one test's own (no persistence)."""
+    process = processes.Process("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no"], dict(os.environ), log_dir)
+    processes.wait_for_port(port, process)
+    return process
 
 
-async def test_calls_made_meanwhile_go_out_together_each_with_its_own_reply():
-    call = batched(get_async_redis().register_script(SOURCE))
+async def test_calls_made_meanwhile_go_out_together_each_with_its_own_reply(started):
+    # On a Redis of its own: its read counter is server-wide, and the suite's Redis serves the other
+    # test process (deploy/test.sh runs two) at the same time.
+    port = processes.free_port()
+    started(_redis_server, port)
+    client = aioredis.Redis(port=port, decode_responses=True)
+    plain = redis.Redis(port=port)
+    call = batched(client.register_script(SOURCE))
     counter = f"test:batches:{uuid.uuid4()}"
-    before = _reads()
-    replies = await asyncio.gather(*(call(keys=[counter], args=["refuse" if n == 7 else f"r{n}"])
-                                     for n in range(50)), return_exceptions=True)
-    reads = _reads() - before
+    before = plain.info("stats")["total_reads_processed"]
+    try:
+        replies = await asyncio.gather(*(call(keys=[counter], args=["refuse" if n == 7 else f"r{n}"])
+                                         for n in range(50)), return_exceptions=True)
+    finally:
+        await client.aclose()
+    reads = plain.info("stats")["total_reads_processed"] - before - 1  # less the INFO that reads it
     assert [r for n, r in enumerate(replies) if n != 7] == [f"r{n}" for n in range(50) if n != 7]
     assert isinstance(replies[7], redis.ResponseError) and "asked to" in str(replies[7])
-    assert int(get_redis().get(counter)) == 50  # every call ran, once
+    assert int(plain.get(counter)) == 50  # every call ran, once
     # The first call went alone; the 49 made while it was under way went as one pipeline (which
     # Redis may read in a few pieces). One by one (REDIS_SCRIPT_BATCH_IN_FLIGHT=0) they took 300.
     assert reads <= 15, reads
@@ -72,7 +86,7 @@ async def test_a_caller_gone_before_its_call_went_out_is_not_sent():
 
 async def test_a_connection_error_reaches_every_call_of_a_batch():
     # No retries, as the app's clients (core.redis): nothing is sent twice.
-    unreachable = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1,
+    unreachable = aioredis.Redis(host="127.0.0.1", port=processes.free_port(), socket_connect_timeout=1,
                                  retry=Retry(NoBackoff(), 0))
     call = batched(unreachable.register_script(SOURCE))
     try:
