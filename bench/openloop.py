@@ -156,7 +156,7 @@ async def run(*, host: str, port: int, rate: float, duration: float, make_reques
     return result
 
 
-def _loop_run(coroutine):
+def loop_run(coroutine):
     if uvloop is not None:
         return asyncio.run(coroutine, loop_factory=uvloop.new_event_loop)
     return asyncio.run(coroutine)
@@ -165,7 +165,7 @@ def _loop_run(coroutine):
 def _share(queue, kwargs: dict) -> None:
     """A child process: its share of the schedule; the result goes back through `queue`."""
     try:
-        queue.put(_loop_run(run(**kwargs)))
+        queue.put(loop_run(run(**kwargs)))
     except BaseException as exc:  # the parent must hear of it rather than wait for ever
         queue.put(exc)
         raise
@@ -178,7 +178,7 @@ def run_processes(*, host: str, port: int, rate: float, duration: float, make_re
     connections (`connections` / N each), and the results are merged. With one process, `run` in
     this process (on uvloop when installed)."""
     if processes <= 1:
-        return _loop_run(run(host=host, port=port, rate=rate, duration=duration, make_request=make_request,
+        return loop_run(run(host=host, port=port, rate=rate, duration=duration, make_request=make_request,
                              connections=connections, keep_answers=keep_answers))
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
