@@ -112,6 +112,16 @@ def celery_beat(log_dir: Path, name: str = "beat", **env: str) -> Process:
                    test_env(**env), log_dir)
 
 
+def redis_server(log_dir: Path, port: int) -> Process:
+    """A Redis server of one test's own (no persistence): for tests that change or count what is
+    server-wide (the script cache, INFO's counters), which the suite's Redis shares with the other
+    test process (deploy/test.sh runs two)."""
+    process = Process("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], dict(os.environ), log_dir)
+    wait_for_port(port, process)
+    return process
+
+
 def daphne(log_dir: Path, port: int, name: str = "daphne", *, wait: bool = True, **env: str) -> Process:
     """daphne on `port`; returns once it listens, or at once with wait=False (then wait_for_port:
     several started at once boot side by side)."""

@@ -4,9 +4,7 @@ error, each run exactly once; a flushed script is loaded again; a caller gone be
 out is not sent; a connection error reaches every call of a batch."""
 
 import asyncio
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,19 +24,11 @@ return ARGV[1]
 """
 
 
-def _redis_server(log_dir: Path, port: int) -> processes.Process:
-    """A Redis server of one test's own (no persistence)."""
-    process = processes.Process("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                          "--appendonly", "no"], dict(os.environ), log_dir)
-    processes.wait_for_port(port, process)
-    return process
-
-
 async def test_calls_made_meanwhile_go_out_together_each_with_its_own_reply(started):
     # On a Redis of its own: its read counter is server-wide, and the suite's Redis serves the other
     # test process (deploy/test.sh runs two) at the same time.
     port = processes.free_port()
-    started(_redis_server, port)
+    started(processes.redis_server, port)
     client = aioredis.Redis(port=port, decode_responses=True)
     plain = redis.Redis(port=port)
     call = batched(client.register_script(SOURCE))
@@ -58,14 +48,23 @@ async def test_calls_made_meanwhile_go_out_together_each_with_its_own_reply(star
     assert reads <= 15, reads
 
 
-async def test_a_script_flushed_from_redis_is_loaded_again_and_each_call_runs_once():
-    call = batched(get_async_redis().register_script(SOURCE))
+async def test_a_script_flushed_from_redis_is_loaded_again_and_each_call_runs_once(started):
+    # On a Redis of its own: the flush empties the whole server's script cache, and a test of the
+    # other test process that counts a request's commands would see the app load its scripts again.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    client = aioredis.Redis(port=port, decode_responses=True)
+    plain = redis.Redis(port=port, decode_responses=True)
+    call = batched(client.register_script(SOURCE))
     counter = f"test:batches:{uuid.uuid4()}"
-    assert await call(keys=[counter], args=["warm"]) == "warm"
-    get_redis().script_flush()
-    replies = await asyncio.gather(*(call(keys=[counter], args=[f"r{n}"]) for n in range(20)))
+    try:
+        assert await call(keys=[counter], args=["warm"]) == "warm"
+        plain.script_flush()
+        replies = await asyncio.gather(*(call(keys=[counter], args=[f"r{n}"]) for n in range(20)))
+    finally:
+        await client.aclose()
     assert replies == [f"r{n}" for n in range(20)]
-    assert int(get_redis().get(counter)) == 21
+    assert int(plain.get(counter)) == 21
 
 
 async def test_a_caller_gone_before_its_call_went_out_is_not_sent():

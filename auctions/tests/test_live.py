@@ -7,12 +7,26 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from core.redis import get_redis
+from tests import processes
 from tests.assertions import bids_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
-async def test_an_emptied_script_cache_never_reaches_the_client(api, make_session, users, auth_header):
+@pytest.fixture
+def engine_of_its_own(engine_redis, started, settings):
+    """The engine on a Redis server of this test's own when it is the suite's plain Redis: SCRIPT
+    FLUSH empties the whole server's script cache, and a test of the other test process that counts
+    a request's commands would see the app load its scripts again. (The tests' Redis Cluster is
+    already this test process's own.)"""
+    if engine_redis == "single":
+        port = processes.free_port()
+        started(processes.redis_server, port)
+        settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+
+
+async def test_an_emptied_script_cache_never_reaches_the_client(engine_of_its_own, api, make_session, users,
+                                                                auth_header):
     session = await sync_to_async(make_session)()
     (user,) = await sync_to_async(users)(1)
     assert (await api.post(bids_url(session), json={"price": "11.00"}, headers=auth_header(user))).status_code == 201
