@@ -10,6 +10,7 @@ import asyncio
 import weakref
 from pathlib import Path
 
+import hiredis
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Pipeline
@@ -62,7 +63,9 @@ def script_queue(pipe, registered, *, keys: list, args: list) -> None:
 # has tens of requests in flight; sent as one pipeline (no MULTI: each script stays atomic on its
 # own, nothing else is shared) their scripts cost one write, one Redis wake-up and one read.
 # Measured on this box (docs/PERFORMANCE.md, issue 18): 32 concurrent EVALSHAs cost 81 us of
-# client CPU and 28 us of Redis CPU each one by one, 27 and 8 us batched.
+# client CPU and 28 us of Redis CPU each one by one, 27 and 8 us batched. The batch is written and
+# its replies read on a connection of the client's own pool, packed by hiredis (`_Batcher._execute`):
+# redis-py's pipeline packs in Python and keeps bookkeeping that cost more than the rest of a call.
 
 _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]" = weakref.WeakKeyDictionary()
 
@@ -70,10 +73,10 @@ _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]" = we
 def batched(registered):
     """`registered` (an async client's registered script), called as it is (`keys=`, `args=`),
     except that calls made while settings.REDIS_SCRIPT_BATCH_IN_FLIGHT others are under way in
-    this event loop wait for one of them to end, and then go to Redis together, as one pipeline.
-    Under light load every call goes out at once, alone, as before; under heavy load they go out in
-    batches, each call with its own reply or exception, as if sent alone: a script's error is that
-    call's; a connection error is every call's of the batch (none is sent again: the client
+    this event loop wait for one of them to end, and then go to Redis together, as one pipeline
+    (no MULTI). Under light load every call goes out at once, alone; under heavy load they go out
+    in batches, each call with its own reply or exception, as if sent alone: a script's error is
+    that call's; a connection error is every call's of the batch (none is sent again: the client
     retries nothing). NOSCRIPT (Redis restarted, SCRIPT FLUSH: the script did not run) loads the
     script and sends those calls once more. On a cluster client, calls go one by one (a cluster
     pipeline splits by node and may resend)."""
@@ -91,9 +94,12 @@ def batched(registered):
             return await batcher.queue(registered, keys, args)
         batcher.in_flight += 1
         try:
-            return await registered(keys=keys, args=args)
+            (reply,) = await batcher.run([(registered, keys, args)])
         finally:
             batcher.ended()
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     return call
 
@@ -127,13 +133,7 @@ class _Batcher:
 
     async def _send(self, batch: list) -> None:
         try:
-            replies = await self._execute(batch)
-            lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if lost:
-                for registered in {id(batch[n][0]): batch[n][0] for n in lost}.values():
-                    await self.client.script_load(registered.script)
-                for n, reply in zip(lost, await self._execute([batch[n] for n in lost]), strict=True):
-                    replies[n] = reply
+            replies = await self.run(batch)
         except BaseException as exc:
             for *_, future in batch:
                 if not future.done():
@@ -153,15 +153,42 @@ class _Batcher:
                 else:
                     future.set_result(reply)
 
+    async def run(self, batch: list) -> list:
+        """One reply (or the exception of a refused command) per call (registered, keys, args, ...)
+        of `batch`, in order; calls that found their script gone (NOSCRIPT: they did not run) are
+        sent once more after loading it."""
+        replies = await self._execute(batch)
+        lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            for registered in {id(batch[n][0]): batch[n][0] for n in lost}.values():
+                await self.client.script_load(registered.script)
+            for n, reply in zip(lost, await self._execute([batch[n] for n in lost]), strict=True):
+                replies[n] = reply
+        return replies
+
     async def _execute(self, batch: list) -> list:
-        """One reply (or the exception of a refused command) per call, in order."""
-        if len(batch) == 1:  # a plain command costs less than a pipeline of one
-            registered, keys, args, _ = batch[0]
-            try:
-                return [await self.client.execute_command(*evalsha_command(registered, keys=keys, args=args))]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for registered, keys, args, _ in batch:
-            pipe.execute_command(*evalsha_command(registered, keys=keys, args=args))
-        return await pipe.execute(raise_on_error=False)
+        """The calls' EVALSHAs in one write on one connection of the client's pool, then their
+        replies read in order: what redis-py's pipeline does (and its plain command for a batch of
+        one), less its Python packing and bookkeeping, which cost more than the rest of the call
+        (CPU per call in a batch of 16: 31-39 us through the pipeline, 11-15 us this way; packing
+        alone: 14.5 us in Python, 1.5 us in hiredis, which redis-py's async client does not use)."""
+        packed = b"".join(hiredis.pack_command(evalsha_command(registered, keys=keys, args=args))
+                          for registered, keys, args, *_ in batch)
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(packed)
+            replies = []
+            for _ in batch:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # that call's refusal; the next replies still come
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # A reply left unread would be taken for the next command's: the connection goes (as
+            # redis-py's own read does on an error; this also covers a cancel between two reads).
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)

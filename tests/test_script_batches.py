@@ -94,3 +94,25 @@ async def test_a_connection_error_reaches_every_call_of_a_batch():
     finally:
         await unreachable.aclose()
     assert all(isinstance(r, redis.ConnectionError) for r in replies), replies
+
+
+async def test_a_call_cancelled_while_its_reply_is_awaited_leaves_nothing_for_the_next_call(started):
+    # The reply of a cancelled call must not be read as the next call's (core.scripts writes the
+    # commands and reads the replies itself). A Redis of its own: the slow script blocks the server.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    client = aioredis.Redis(port=port, decode_responses=True)
+    slow = batched(client.register_script(
+        "local n = 0 for i = 1, tonumber(ARGV[2]) do n = n + 1 end redis.call('INCR', KEYS[1]) return ARGV[1]"))
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        assert await slow(keys=[counter], args=["warm", "1"]) == "warm"
+        under_way = asyncio.create_task(slow(keys=[counter], args=["cancelled", "20000000"]))
+        await asyncio.sleep(0.05)  # written, its reply not yet come
+        under_way.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await under_way
+        assert await slow(keys=[counter], args=["next", "1"]) == "next"
+        assert int(await client.get(counter)) == 3  # the cancelled call ran (its reply was dropped)
+    finally:
+        await client.aclose()

@@ -8,12 +8,13 @@ import asyncio
 import itertools
 import time
 
+import hiredis
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from redis.asyncio.connection import AbstractConnection
 
 from accounts import user_cache
 from accounts.models import User
@@ -105,17 +106,20 @@ async def _until(predicate, timeout: float, what: str) -> None:
 
 @pytest.fixture
 def redis_commands(monkeypatch):
-    """The names of the commands the async Redis clients send from now on (not the subscriber's:
-    it speaks on a bare connection)."""
+    """The names of the commands the app's async Redis connections write from now on, read from the
+    bytes written (the bid path packs its scripts' calls itself: core.scripts), not the subscriber's."""
     sent: list[str] = []
-    for client_class in (aioredis.Redis, aioredis.RedisCluster):  # plain, or the engine on a cluster
-        original = client_class.execute_command
+    original = AbstractConnection.send_packed_command
 
-        async def counting(self, *args, _original=original, **options):
-            sent.append(str(args[0]).upper())
-            return await _original(self, *args, **options)
+    async def counting(self, command, check_health=True):
+        if self.client_name != user_cache.SUBSCRIBER_CLIENT_NAME:
+            reader = hiredis.Reader()
+            reader.feed(command if isinstance(command, bytes) else b"".join(command))
+            while (request := reader.gets()) is not False:
+                sent.append(request[0].decode().upper())
+        return await original(self, command, check_health)
 
-        monkeypatch.setattr(client_class, "execute_command", counting)
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
     return sent
 
 
