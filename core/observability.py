@@ -11,9 +11,9 @@ thread hop to the bid path.
 
 import functools
 import logging
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 
 from django.conf import settings
@@ -30,7 +30,7 @@ logger = logging.getLogger("flashbid.requests")
 
 
 def request_id_new() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits as uuid4().hex, without the UUID object (3.5 -> 0.6 us)
 
 
 def request_id_from(value: str | None) -> str:

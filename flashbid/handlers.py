@@ -27,6 +27,7 @@ response's `_resource_closers`) were checked against Django 6.1.3, the version p
 requirements.txt. tests/test_private_internals.py fails loudly when one of them changes shape.
 """
 
+import functools
 from contextlib import closing
 from io import BytesIO
 from typing import NamedTuple
@@ -134,6 +135,15 @@ class BidRequest(NamedTuple):
     idempotency_key: str | None
 
 
+@functools.lru_cache(maxsize=64)
+def _host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Django's check of a Host header against ALLOWED_HOSTS (as HttpRequest.get_host makes it),
+    remembered: a web process sees a handful of Host values, and the check cost ~5 us a bid
+    (0.7 us remembered). Bounded, so Host values made up by clients only churn it."""
+    domain, _ = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed_hosts)
+
+
 class BidHandler(RedisOnlyHandler):
     """The bid, `POST /api/sessions/{uuid}/bids` with a bearer token, hand-written on ASGI.
 
@@ -173,8 +183,7 @@ class BidHandler(RedisOnlyHandler):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and int(length) > limit:
             return None
-        domain, _ = split_domain_port(host)
-        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        if not _host_allowed(host, tuple(settings.ALLOWED_HOSTS)):
             return None
         return BidRequest(parameters["session_id"], authorization, seen.get(b"idempotency-key"))
 
