@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -297,18 +298,25 @@ def get_request_maker(path: str):
     return lambda n: request
 
 
-# Processes of the open-loop generator (--generator-processes). On 2 cores, at 2,500 req/s, two
-# processes left 3-4.5 % of the requests more than 1 ms late where one left 9-10 %, for 20-35 %
-# more generator CPU per request (~4 % of the box); one process on uvloop offered 4,000 req/s with
-# ~90 µs of CPU each (docs/PERFORMANCE.md, "The load generator").
-GENERATOR_PROCESSES = 2
+# Processes of the open-loop generator (--generator-processes; 0: one per GENERATOR_RATE_PER_PROCESS
+# requests/s offered). On this 2-core box one process on uvloop offers 4,500 req/s (8.6 % of them
+# more than 1 ms late, ~90 µs of CPU each); two at that rate took more CPU per request and left
+# 55 % late. In the bench, at 80 % of the bid capacity, one process measured p99 43-57 ms where two
+# measured 194-287 ms (more processes runnable on the two cores than the web tier has room for);
+# at 50 % the two were alike (docs/PERFORMANCE.md, session 7, "The load generator's processes").
+GENERATOR_PROCESSES = 0
+GENERATOR_RATE_PER_PROCESS = 4_000
+
+
+def generator_processes(rate: float) -> int:
+    return GENERATOR_PROCESSES or max(1, math.ceil(rate / GENERATOR_RATE_PER_PROCESS))
 
 
 def open_loop(port: int, rate: float, seconds: float, make) -> dict:
     from bench import openloop
 
     result = openloop.run_processes(host="127.0.0.1", port=port, rate=rate, duration=seconds, make_request=make,
-                                    processes=GENERATOR_PROCESSES)
+                                    processes=generator_processes(rate))
     return {"rate": rate, "p50": result.percentile(0.50), "p99": result.percentile(0.99),
             "p999": result.percentile(0.999), "statuses": dict(result.statuses),
             "errors": dict(result.error_kinds) or 0, "requests": len(result.latencies),
@@ -471,7 +479,7 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     price_base = 5_000_000
     result = openloop.run_processes(host="127.0.0.1", port=port, rate=rate, duration=seconds,
                                     make_request=bid_request_maker(session_id, bots, price_base),
-                                    processes=GENERATOR_PROCESSES, keep_answers=True)
+                                    processes=generator_processes(rate), keep_answers=True)
     accepted_at = {str(cents_to_price(price_base + n)): answered for n, status, answered in result.answers
                    if status == 201}
     time.sleep(2)  # the last coalesced push is due within 1 s of the last bid
@@ -598,10 +606,11 @@ def main() -> None:
     parser.add_argument("--worker-nice", type=int, default=10,
                         help="nice value of the Celery worker and beat (deploy/Procfile's: 10; 0 to compare)")
     parser.add_argument("--generator-processes", type=int, default=GENERATOR_PROCESSES,
-                        help="processes of the open-loop generator (bench/openloop.py; default 2); "
-                             "each row says what CPU it used per request and how many requests left late")
+                        help="processes of the open-loop generator (bench/openloop.py; default 0: one per "
+                             f"{GENERATOR_RATE_PER_PROCESS:,} requests/s offered); each row says what CPU it "
+                             "used per request and how many requests left late")
     args = parser.parse_args()
-    GENERATOR_PROCESSES = max(1, args.generator_processes)
+    GENERATOR_PROCESSES = max(0, args.generator_processes)
     skip = set(filter(None, args.skip.split(",")))
     seconds = 3.0 if args.quick else args.seconds
     sizes = {"bidders": 1_000 if args.quick else 10_000, "board": [1_000, 10_000] if args.quick else
