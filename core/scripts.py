@@ -187,8 +187,14 @@ class _Batcher:
             return replies
         except BaseException:
             # A reply left unread would be taken for the next command's: the connection goes (as
-            # redis-py's own read does on an error; this also covers a cancel between two reads).
+            # redis-py's own send and read do on an error).
             await connection.disconnect(nowait=True)
             raise
         finally:
-            await pool.release(connection)
+            # A cancel must not cut the release short (the pool would lose the connection for
+            # good), as redis-py's pipeline shields its own. Run eagerly it is done at once, unless
+            # the pool's lock is held.
+            releasing = asyncio.eager_task_factory(asyncio.get_running_loop(), pool.release(connection))
+            if not releasing.done():
+                await asyncio.shield(releasing)
+            releasing.result()

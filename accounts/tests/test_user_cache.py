@@ -104,10 +104,14 @@ async def _until(predicate, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+_CONNECTION_COMMANDS = frozenset({"HELLO", "AUTH", "CLIENT", "SELECT", "PING"})
+
+
 @pytest.fixture
 def redis_commands(monkeypatch):
     """The names of the commands the app's async Redis connections write from now on, read from the
-    bytes written (the bid path packs its scripts' calls itself: core.scripts), not the subscriber's."""
+    bytes written (the bid path packs its scripts' calls itself: core.scripts), not the subscriber's,
+    nor those a connection sends for itself (its handshake when it opens, its health check's PING)."""
     sent: list[str] = []
     original = AbstractConnection.send_packed_command
 
@@ -116,7 +120,8 @@ def redis_commands(monkeypatch):
             reader = hiredis.Reader()
             reader.feed(command if isinstance(command, bytes) else b"".join(command))
             while (request := reader.gets()) is not False:
-                sent.append(request[0].decode().upper())
+                if (name := request[0].decode().upper()) not in _CONNECTION_COMMANDS:
+                    sent.append(name)
         return await original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
