@@ -38,7 +38,7 @@ gc.freeze()
 # What requests create still grows: the auth caches hold a token and a user per bidder (tens of
 # thousands), and a full collection scans them all. With the young generation collected every 700
 # container allocations (Python's default), a web process at a few thousand bids/s ran a full
-# collection every 10-20 s, each a 12-61 ms pause for every request in it (the tail of the bid's
+# collection every 10-20 s, each a 6-61 ms pause for every request in it (the tail of the bid's
 # p99 at 50 % load). Every 20,000: none in a 3-minute bench run, the p99 at 50 % 7.4-10.3 ms
 # against 14.5-24.8 ms, RSS unchanged (docs/PERFORMANCE.md, 2026-12-02, session 7).
 gc.set_threshold(20_000, 10, 10)
