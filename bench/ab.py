@@ -42,6 +42,8 @@ def _shapes(port: int, procfile_dir: Path) -> dict[str, list[str]]:
     quiet = [daphne[0], "-v", "0", *daphne[1:]]
     uvicorn = [f"{BIN}/uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--loop", "uvloop",
                "--http", "httptools", "--ws", "none", "--lifespan", "off", "flashbid.asgi:application"]
+    one_write = [*uvicorn]
+    one_write[one_write.index("httptools")] = "flashbid.server:HttpProtocol"
     for name, command in (("access-log", daphne), ("quiet", quiet)):
         (procfile_dir / f"Procfile.{name}").write_text(f"web: {' '.join(command)}\n")
     honcho = [f"{BIN}/honcho", "-d", str(run.ROOT), "start", "-f"]
@@ -52,6 +54,9 @@ def _shapes(port: int, procfile_dir: Path) -> dict[str, list[str]]:
         "daphne-v0": quiet,
         "uvicorn": uvicorn,
         "uvicorn-x2": [*uvicorn[:-1], "--workers", "2", uvicorn[-1]],
+        # flashbid.server's protocol: a response's head and body in one write.
+        "uvicorn-one-write": one_write,
+        "uvicorn-one-write-x2": [*one_write[:-1], "--workers", "2", one_write[-1]],
     }
 
 

@@ -126,7 +126,7 @@ class Servers:
             # HTTP on uvicorn (workers share one listening socket), WebSockets on a uvicorn of their
             # own beside it (nginx would route /ws/ there), as compose and the scale-out run them.
             uvicorn = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning",
-                       "--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
+                       "--loop", "uvloop", "--http", "flashbid.server:HttpProtocol", "--lifespan", "off"]
             self._start("web", [*uvicorn, "--port", str(self.base_port), "--workers", str(self.web_processes or 1),
                                 "--ws", "none", self.asgi])
             self._start("ws", [*uvicorn, "--port", str(self.ws_port()), "--ws", "websockets-sansio",

@@ -405,14 +405,14 @@ cmd_up() {
     # address from X-Forwarded-For, which nginx sets to the client's (login limits are per client);
     # idle connections kept longer than nginx keeps them.
     start "${WEB_NAMES[i]}" "$BIN/uvicorn" --host "$BIND" --port "${WEB_PORTS[i]}" --no-access-log \
-      --loop uvloop --http httptools --ws none --lifespan off --proxy-headers --forwarded-allow-ips '*' \
+      --loop uvloop --http flashbid.server:HttpProtocol --ws none --lifespan off --proxy-headers --forwarded-allow-ips '*' \
       --timeout-keep-alive 75 flashbid.asgi:application
   done
   for i in "${!WS_PORTS[@]}"; do
     # The sockets: no access log (nginx's), no per-message deflate, the client address from
     # X-Forwarded-For (nginx's); as deploy/docker-compose.yml's `ws`.
     start "${WS_NAMES[i]}" "$BIN/uvicorn" --host "$BIND" --port "${WS_PORTS[i]}" --no-access-log \
-      --loop uvloop --http httptools --ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false \
+      --loop uvloop --http flashbid.server:HttpProtocol --ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false \
       --lifespan off --proxy-headers --forwarded-allow-ips '*' flashbid.asgi:application
   done
   # The worker, beat and Flower at a lower CPU priority: persist batches wait while requests run.

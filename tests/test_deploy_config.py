@@ -252,6 +252,8 @@ def test_compose_runs_two_web_replicas_one_worker_and_exactly_one_beat(compose):
     assert ws[0] == "uvicorn" and ws[-1] == "flashbid.asgi:application"
     assert {"--no-access-log", "--proxy-headers"} <= set(ws) and ws[ws.index("--ws") + 1] == "websockets-sansio"
     assert ws[ws.index("--ws-per-message-deflate") + 1] == "false"
+    # Our HTTP protocol (a response's head and body in one write: flashbid/server.py), as make up runs.
+    assert web[web.index("--http") + 1] == ws[ws.index("--http") + 1] == "flashbid.server:HttpProtocol"
     # The background processes yield the CPU to the web processes on a busy host.
     for name in ("worker", "beat", "flower"):
         assert services[name]["cpu_shares"] < 1024, name

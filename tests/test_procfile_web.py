@@ -56,6 +56,9 @@ def test_the_web_line_serves_pages_api_and_sockets_from_both_processes(started, 
     async def scenario():
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             assert (await http.get("/healthz")).status_code == 200
+            # flashbid.server's protocol: a HEAD answer (a head with a length and no body) still goes out.
+            head = await http.head("/")
+            assert head.status_code == 200 and int(head.headers["content-length"]) > 0 and head.content == b""
             page = await http.get("/login/")
             assert page.status_code == 200 and "csrftoken" in page.headers.get("set-cookie", "")
             # Sockets opened at once: the processes race to accept them, so both get some.
