@@ -1,10 +1,14 @@
 """ASGI guards in front of the WebSocket routes: which origins may open a socket, and how many
-sockets one client address may hold in one process."""
+sockets one client address may hold in one process; and the board's fan-out write (`frame_writer`)."""
 
 from collections import Counter
+from collections.abc import Callable
 
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 # Close code of a handshake refused for too many sockets from one address (the browser sees 1006).
 CLOSE_TOO_MANY = 4429
@@ -51,3 +55,41 @@ class SocketsPerAddressLimit:
             self.open[address] -= 1
             if not self.open[address]:
                 del self.open[address]
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one server-to-client WebSocket frame (unmasked, uncompressed: the same bytes for
+    every socket), serialized by the `websockets` library that uvicorn's protocol frames with."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def frame_writer(send) -> Callable[[bytes], bool] | None:
+    """For a socket served by uvicorn's `websockets-sansio` protocol (deploy/Procfile; `send` is its
+    ASGI send): a function writing a frame made by `text_frame` straight to the socket's transport
+    when that send would write it at once (handshake done, nothing closing, no compression, the
+    client's buffers not full), and answering True; False when it wrote nothing (the caller sends
+    through ASGI as usual). None under any other server: everything goes through ASGI.
+
+    Why: the board's push goes to thousands of sockets one after the other. Through ASGI each one
+    framed the same text again (`websockets`' Frame, in Python) and ran uvicorn's send as a
+    coroutine in a task of its own: 30 % of a web process's time in a push to 2,500 sockets, the
+    kernel's `send()` being the other 70 % (docs/PERFORMANCE.md, session 8). Built once, written per
+    socket, the frame is what uvicorn's send would have written: its send is read against uvicorn
+    0.54.0 and websockets 17.4 (tests/test_private_internals.py checks the attributes used here)."""
+    protocol = getattr(send, "__self__", None)
+    if type(protocol) is not WebSocketsSansIOProtocol:
+        return None
+    open_ = State.OPEN
+
+    def write(frame: bytes) -> bool:
+        # The conditions under which uvicorn's send writes a "websocket.send" at once
+        # (WebSocketsSansIOProtocol.send) and websockets' send_text frames it as text_frame does.
+        conn = protocol.conn
+        if (protocol.writable.is_set() and not protocol.disconnected and protocol.handshake_complete
+                and not protocol.close_sent and protocol.initial_response is None and conn.state is open_
+                and not conn.expect_continuation_frame and not conn.extensions):
+            protocol.transport.write(frame)
+            return True
+        return False
+
+    return write

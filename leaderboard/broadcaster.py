@@ -24,7 +24,8 @@ first socket of a session in this event loop makes the broadcaster take ONE chan
 for that session, join the session's group with it and start one relay task; the last socket's
 leave ends the task and the membership. The relay receives each group message once (one
 deserialization) and writes its pre-rendered text to every local socket of the session with one
-ASGI send each (`BoardConsumer.relay`: the version filter and the snapshot ordering live there).
+ASGI send each, or under uvicorn one write of a frame built once (`BoardConsumer.relay`: the
+version filter, the snapshot ordering and the shared frame live there).
 Each send runs at once and never makes the relay wait on a client (`BoardConsumer.push`: a send
 that waits on a slow client, as uvicorn's do, goes on as a task of its own; daphne's never waits),
 so no socket is delayed behind a slow or dead one; a send that fails is logged and skips only that

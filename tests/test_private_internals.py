@@ -59,3 +59,35 @@ def test_redis_cluster_behaviour_the_engine_works_around():
     assert redis.__version__ == "8.1.0", "core/redis.py and core/scripts.py were checked against redis-py 8.1.0"
     assert "EVALSHA" in redis.cluster.PIPELINE_BLOCKED_COMMANDS
     assert "raise MaxConnectionsError()" in inspect.getsource(ClusterNode.acquire_connection)
+
+
+async def test_uvicorn_internals_the_fan_out_and_the_http_protocol_rely_on():
+    """core/websocket.py's frame_writer reads the state of uvicorn's websockets-sansio protocol (and
+    of the `websockets` connection in it) to write a frame only when uvicorn's own send would write
+    it at once; flashbid/server.py wraps the transport of uvicorn's httptools request cycle.
+    Checked against uvicorn 0.54.0 and websockets 17.4."""
+    import uvicorn
+    import websockets
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from uvicorn.server import ServerState
+
+    assert uvicorn.__version__ == "0.54.0", "core/websocket.py and flashbid/server.py were checked against 0.54.0"
+    assert websockets.version.version == "17.4", "core/websocket.py was checked against websockets 17.4"
+    async def app(scope, receive, send):
+        pass
+
+    config = Config(app=app, ws="websockets-sansio", lifespan="off", loop="asyncio")
+    config.load()
+    protocol = WebSocketsSansIOProtocol(config=config, server_state=ServerState(), app_state={})
+    for attribute in ("conn", "writable", "disconnected", "handshake_complete", "close_sent", "initial_response"):
+        assert hasattr(protocol, attribute), attribute
+    for attribute in ("state", "expect_continuation_frame", "extensions"):
+        assert hasattr(protocol.conn, attribute), attribute
+    send = inspect.getsource(WebSocketsSansIOProtocol.send)
+    assert "await self.writable.wait()" in send and "self.conn.send_text(text_data.encode())" in send
+    # The request cycle: the head written when the response starts, after marking it started.
+    start = inspect.getsource(RequestResponseCycle.send)
+    assert start.index("self.response_started = True") < start.index("self.transport.write(b\"\".join(content))")
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
