@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
@@ -40,7 +40,7 @@ from auctions import live, persistence
 from auctions.events import session_settled
 from auctions.models import Bid, BiddingSession, Ranking, SessionStatus, status_q
 from auctions.result_mail import RESULT_MAIL_GRACE
-from auctions.rules import RankedBid, cents_to_price, settle, to_us, us_to_datetime
+from auctions.rules import RankedBid, Settlement, cents_to_price, settle, to_us, us_to_datetime
 from auctions.verification import log_digest, session_audit_record
 from core.exceptions import ApplicationError, ErrorCode
 from core.metrics import SETTLE_SECONDS, SETTLEMENT_ALERTS, SETTLEMENTS
@@ -137,8 +137,9 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
             # The final effective end, should a stream entry that carried an extension be lost.
             locked.end_time = us_to_datetime(live_end_us)
             update_fields.append("end_time")
-        bids = [RankedBid(bidder_id=str(b.bidder_id), price=b.price, score=b.score, seq=b.seq)
-                for b in Bid.objects.filter(session=locked).only("bidder_id", "price", "score", "seq")]
+        bids = [RankedBid(bidder_id=str(bidder_id), price=price, score=score, seq=seq)
+                for bidder_id, price, score, seq in
+                Bid.objects.filter(session=locked).values_list("bidder_id", "price", "score", "seq")]
         if live_bidders and len(bids) < live_bidders:
             locked.settlement_alert = (f"Redis ranked {live_bidders} bidders, PostgreSQL holds {len(bids)} "
                                        f"(bids of users that no longer exist?); settled from PostgreSQL's record.")
@@ -146,12 +147,7 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
             SETTLEMENT_ALERTS.inc()
             logger.error("settlement %s: %s", locked.pk, locked.settlement_alert)
         outcome = settle(bids, inventory=locked.inventory)
-        Ranking.objects.bulk_create(
-            [Ranking(session=locked, bidder_id=bid.bidder_id, rank=rank, price=bid.price, score=bid.score,
-                     seq=bid.seq, is_winner=rank <= outcome.winners)
-             for rank, bid in enumerate(outcome.ranking, start=1)],
-            batch_size=5_000,
-        )
+        _rankings_write(locked.pk, outcome)
         locked.final_price = outcome.final_price
         locked.status = SessionStatus.SETTLED
         locked.settled_at = timezone.now()
@@ -168,6 +164,17 @@ def session_settle(*, session_id: str) -> SettleOutcome | None:
     SETTLE_SECONDS.observe(seconds)
     return SettleOutcome(session_id=str(locked.pk), bidders=len(bids), winners=outcome.winners,
                          final_price=outcome.final_price, seconds=seconds)
+
+
+def _rankings_write(session_id, outcome: Settlement) -> None:
+    """The session's Ranking rows, in rank order, by one COPY (in the caller's transaction). The
+    ORM's bulk_create built, validated and adapted a model instance per row: about half of the
+    settlement of 100,000 bidders (docs/PERFORMANCE.md, session 8)."""
+    columns = "session_id, bidder_id, rank, price, score, seq, is_winner"
+    with connection.cursor() as cursor, \
+            cursor.copy(f"COPY {Ranking._meta.db_table} ({columns}) FROM STDIN") as copy:
+        for rank, bid in enumerate(outcome.ranking, start=1):
+            copy.write_row((session_id, bid.bidder_id, rank, bid.price, bid.score, bid.seq, rank <= outcome.winners))
 
 
 def _after_settled(session_id: str) -> None:

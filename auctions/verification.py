@@ -35,18 +35,26 @@ def utc_text(moment: dt.datetime) -> str:
 
 
 def bid_log(session_id, *, page: int = 5_000) -> Iterator[LoggedBid]:
-    """Every accepted bid of the session in seq order, a page at a time (constant memory). Pages by
-    seq on the (session, seq) index rather than a server-side cursor, which PgBouncer's transaction
-    mode rules out."""
+    """Every accepted bid of the session in seq order, a page at a time (constant memory). Pages are
+    seq ranges on the (session, seq) index rather than a server-side cursor, which PgBouncer's
+    transaction mode rules out. Ranges, not `seq > last ORDER BY seq LIMIT page`: right after a
+    flood of bids (the settlement's digest) the table's statistics lag, and PostgreSQL then read
+    every later bid of the session, joined to its user, for each page: 100,000 bids took ~3 s of
+    the settlement instead of ~0.3 s (docs/PERFORMANCE.md, session 8). Seqs are dense (a gap only
+    where a bid was lost); an empty range skips to the next seq there is."""
+    events = BidEvent.objects.filter(session_id=session_id)
     after = 0
     while True:
-        rows = list(BidEvent.objects.filter(session_id=session_id, seq__gt=after).order_by("seq")
-                    .values_list(*_LOG_COLUMNS)[:page])
+        rows = list(events.filter(seq__gt=after, seq__lte=after + page).order_by("seq").values_list(*_LOG_COLUMNS))
         for seq, user_id, username, price, weight, score, accepted_at in rows:
             yield LoggedBid(seq, str(user_id), username, price, weight, score, accepted_at)
-        if len(rows) < page:
+        if rows:
+            after += page
+            continue
+        following = events.filter(seq__gt=after).order_by("seq").values_list("seq", flat=True).first()
+        if following is None:
             return
-        after = rows[-1][0]
+        after = following - 1
 
 
 def log_record(bid: LoggedBid) -> dict:

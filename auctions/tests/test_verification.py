@@ -83,3 +83,24 @@ def test_the_audit_names_a_logged_bid_the_rules_would_not_have_scored_so(make_se
     BidEvent.objects.filter(session=session, seq=2).update(price=Decimal("22.00"))
     difference = session_audit(session_id=session.pk)
     assert difference is not None and difference.startswith("bid seq 2")
+
+
+def test_the_log_pages_by_seq_range_through_gaps(make_session):
+    """bid_log pages by seq ranges: every bid once and in order, whatever the page size, across a
+    gap in the seqs (a lost bid) and one wider than a page."""
+    from auctions.models import BidEvent
+    from auctions.verification import bid_log
+
+    session, _ = _settled_session(make_session, {0: ["20.00", "25.50", "26.00"], 1: ["21.00", "27.00"],
+                                                 2: ["19.99", "28.00"]})
+    events = BidEvent.objects.filter(session=session)
+    expected = list(events.order_by("seq").values_list("seq", flat=True))
+    assert expected == [1, 2, 3, 4, 5, 6, 7]
+    for page in (1, 2, 3, 7, 5_000):
+        assert [bid.seq for bid in bid_log(session.pk, page=page)] == expected
+    # Gaps: seq 3 gone, 6 and 7 moved far beyond (as a re-sequenced bid may be).
+    events.filter(seq=3).delete()
+    events.filter(seq=7).update(seq=107)
+    events.filter(seq=6).update(seq=50)
+    for page in (1, 2, 3, 5_000):
+        assert [bid.seq for bid in bid_log(session.pk, page=page)] == [1, 2, 4, 5, 50, 107]
