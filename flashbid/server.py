@@ -25,6 +25,9 @@ class _HeadWithBody:
     other transport call, goes through (a close or an abort first writes a held head, as it would
     have been)."""
 
+    # The cycle and this transport refer to each other until the head goes by; the reference is
+    # then dropped, so that a finished request's objects are freed at once, as uvicorn's are, and
+    # not left to the cyclic collector (with them left, the bid's p99 at half load had doubled).
     __slots__ = ("_transport", "_cycle", "_head", "_started")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle):
@@ -40,8 +43,9 @@ class _HeadWithBody:
             # The cycle writes the head right after marking the response started; chunked_encoding
             # is False only when the head carried a Content-Length. A HEAD request's answer has no
             # body write to carry it.
+            cycle, self._cycle = self._cycle, None  # not needed any more (below)
             self._started = True
-            if self._cycle.chunked_encoding is False and self._cycle.scope["method"] != "HEAD":
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
                 self._head = data
                 return
         self._transport.write(data)

@@ -6,6 +6,7 @@ own protocol tests do (the socket is the kernel's business; the real server runs
 tests/test_procfile_web.py, through deploy/Procfile's web line)."""
 
 import asyncio
+import gc
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -198,3 +199,19 @@ async def test_a_websocket_upgrade_is_handed_over_untouched():
         await asyncio.sleep(0)
     assert transport.protocol is not None and transport.protocol.transport is transport
     assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
+
+
+async def test_finished_requests_leave_nothing_for_the_cyclic_collector():
+    """Each request's objects are freed when it ends, as with uvicorn's own protocol: a reference
+    cycle per request (the cycle and its transport) had left them to the collector, whose longer
+    passes doubled the bid's p99 at half load."""
+    left = {}
+    for protocol_class in (HttpToolsProtocol, HttpProtocol):
+        gc.collect()
+        gc.disable()
+        try:
+            await _serve(protocol_class, sized, *(GET for _ in range(200)), settle=5)
+            left[protocol_class] = gc.collect()
+        finally:
+            gc.enable()
+    assert left[HttpProtocol] <= left[HttpToolsProtocol] + 10, left
