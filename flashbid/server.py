@@ -4,7 +4,7 @@ uvicorn writes a response's status line and headers when the application sends
 `http.response.start`, and its body when it sends `http.response.body`: two writes, and on an idle
 connection two send() system calls and two TCP segments for every answer, the client woken for
 each. At the bid's saturation those two calls were 14 % of a web process's CPU samples; merged,
-~6 % less CPU per bid (docs/PERFORMANCE.md, session 8). Here a response whose length is known
+~5 % less CPU per bid (docs/PERFORMANCE.md, session 8). Here a response whose length is known
 (Content-Length: every API answer, every page) has its head held and written together with its
 body; a streamed one (chunked: the exports), the answer to a HEAD request and anything written
 before the response starts (`100 Continue`) go out as before. The WebSocket upgrade is untouched.
