@@ -157,7 +157,9 @@ def entries_write(*, session_id: str, entries: list[tuple[str, dict]]) -> tuple[
         cursor.execute("SET LOCAL enable_hashjoin = off")
         cursor.execute("SET LOCAL enable_mergejoin = off")
         cursor.execute(_BATCH_TABLE_SQL)
-        with cursor.copy(
+        # Django wraps execute() in its own exceptions but not copy(): PostgreSQL going away
+        # mid-COPY must be the django.db.Error the tasks handle as an outage.
+        with connection.wrap_database_errors, cursor.copy(
             "COPY persist_batch (session_id, bidder_id, seq, price, score, weight, accepted_at) FROM STDIN"
         ) as copy:
             for _entry_id, f in entries:

@@ -171,7 +171,9 @@ def _rankings_write(session_id, outcome: Settlement) -> None:
     ORM's bulk_create built, validated and adapted a model instance per row: about half of the
     settlement of 100,000 bidders (docs/PERFORMANCE.md, session 8)."""
     columns = "session_id, bidder_id, rank, price, score, seq, is_winner"
-    with connection.cursor() as cursor, \
+    # wrap_database_errors: Django wraps execute() and fetch*() in its own exceptions but not copy();
+    # PostgreSQL going away mid-COPY must be the django.db.Error the callers handle.
+    with connection.wrap_database_errors, connection.cursor() as cursor, \
             cursor.copy(f"COPY {Ranking._meta.db_table} ({columns}) FROM STDIN") as copy:
         for rank, bid in enumerate(outcome.ranking, start=1):
             copy.write_row((session_id, bid.bidder_id, rank, bid.price, bid.score, bid.seq, rank <= outcome.winners))

@@ -49,7 +49,9 @@ def bid_log(session_id, *, page: int = 5_000) -> Iterator[LoggedBid]:
         for seq, user_id, username, price, weight, score, accepted_at in rows:
             yield LoggedBid(seq, str(user_id), username, price, weight, score, accepted_at)
         if rows:
-            after += page
+            # From the last seq read, not the range's end: bids saved while the log is read (a live
+            # session's export) land in the next range rather than behind this one.
+            after = rows[-1][0]
             continue
         following = events.filter(seq__gt=after).order_by("seq").values_list("seq", flat=True).first()
         if following is None:

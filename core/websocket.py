@@ -88,7 +88,10 @@ def frame_writer(send) -> Callable[[bytes], bool] | None:
         if (protocol.writable.is_set() and not protocol.disconnected and protocol.handshake_complete
                 and not protocol.close_sent and protocol.initial_response is None and conn.state is open_
                 and not conn.expect_continuation_frame and not conn.extensions):
-            protocol.transport.write(frame)
+            try:
+                protocol.transport.write(frame)
+            except Exception:  # noqa: BLE001 (the ASGI send then meets, and reports, the same failure)
+                return False
             return True
         return False
 

@@ -215,3 +215,29 @@ async def test_finished_requests_leave_nothing_for_the_cyclic_collector():
         finally:
             gc.enable()
     assert left[HttpProtocol] <= left[HttpToolsProtocol] + 10, left
+
+
+async def test_a_client_gone_before_the_body_is_written_nothing_and_nothing_fails():
+    """The head is held, the client goes, then the application fails: nothing is written to the
+    dead connection (uvloop would raise), as uvicorn's own protocol writes nothing either."""
+    gone = asyncio.Event()
+
+    async def fails_late(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await gone.wait()
+        raise RuntimeError("boom")
+
+    config = Config(app=fails_late, http=HttpProtocol, lifespan="off", log_level="critical")
+    config.load()
+    state = ServerState()
+    protocol = HttpProtocol(config=config, server_state=state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(GET)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    running = list(state.tasks)
+    protocol.connection_lost(None)  # closes the transport: a write now fails
+    gone.set()
+    assert await asyncio.gather(*running, return_exceptions=True) == [None]
+    assert transport.writes == []

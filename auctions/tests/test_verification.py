@@ -104,3 +104,23 @@ def test_the_log_pages_by_seq_range_through_gaps(make_session):
     events.filter(seq=6).update(seq=50)
     for page in (1, 2, 3, 5_000):
         assert [bid.seq for bid in bid_log(session.pk, page=page)] == [1, 2, 4, 5, 50, 107]
+
+
+def test_bids_saved_while_the_log_is_read_are_not_skipped(make_session):
+    """A live session's export reads the log while bids are saved: those saved after a page was
+    read come in the next ones, none skipped behind the page's range."""
+    from auctions.models import BidEvent
+    from auctions.verification import bid_log
+
+    session, _ = _settled_session(make_session, {0: ["20.00", "25.50", "26.00"], 1: ["21.00", "27.00"],
+                                                 2: ["19.99", "28.00", "29.00"]})
+    events = BidEvent.objects.filter(session=session)
+    later = list(events.filter(seq__gte=4).order_by("seq"))
+    assert [e.seq for e in later] == [4, 5, 6, 7, 8]
+    events.filter(seq__gte=4).delete()
+    reading = bid_log(session.pk, page=5)
+    first = [next(reading).seq for _ in range(3)]
+    for event in later:  # saved after the first page was read
+        event.pk = None
+    BidEvent.objects.bulk_create(later)
+    assert first + [bid.seq for bid in reading] == [1, 2, 3, 4, 5, 6, 7, 8]

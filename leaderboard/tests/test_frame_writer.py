@@ -15,7 +15,6 @@ from websockets.asyncio.client import connect
 
 from leaderboard import consumers
 from leaderboard.frames import publish
-from tests import processes
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -26,8 +25,8 @@ ORIGIN = "http://localhost"
 async def uvicorn_port():
     from flashbid.asgi import application
 
-    port = processes.free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, http="flashbid.server:HttpProtocol",
+    # Port 0: the kernel picks a free one as the server binds (no race with another process).
+    config = uvicorn.Config(application, host="127.0.0.1", port=0, http="flashbid.server:HttpProtocol",
                             ws="websockets-sansio", ws_per_message_deflate=False, lifespan="off",
                             log_level="warning")
     server = uvicorn.Server(config)
@@ -35,7 +34,7 @@ async def uvicorn_port():
     while not server.started:
         assert not serving.done(), serving
         await asyncio.sleep(0.01)
-    yield port
+    yield server.servers[0].sockets[0].getsockname()[1]
     server.should_exit = True
     await serving
 
