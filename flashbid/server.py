@@ -21,9 +21,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 class _HeadWithBody:
     """The transport of one request's cycle: the head of a response with a Content-Length (to
-    anything but HEAD) is held and written with the body's first write, one send() instead of two. Anything else, and every
-    other transport call, goes through (a close or an abort first writes a held head, as it would
-    have been)."""
+    anything but HEAD) is held and written with the body's first write, one send() instead of
+    two. Anything else, and every other transport call, goes through (a close first writes a held
+    head, unless the connection is gone; an abort drops it)."""
 
     # The cycle and this transport refer to each other until the head goes by; the reference is
     # then dropped, so that a finished request's objects are freed at once, as uvicorn's are, and

@@ -116,9 +116,9 @@ async def test_a_streamed_response_writes_its_head_at_once():
         transport = RecordingTransport()
         writes_before_first_chunk = []
 
-        async def streamed(scope, receive, send):
+        async def streamed(scope, receive, send, transport=transport, seen=writes_before_first_chunk):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/csv")]})
-            writes_before_first_chunk.append(len(transport.writes))
+            seen.append(len(transport.writes))
             await send({"type": "http.response.body", "body": b"a,b\r\n", "more_body": True})
             await send({"type": "http.response.body", "body": b""})
 
