@@ -7,6 +7,7 @@ test's event loop, on a real socket, against the test database and Redis; the cl
 
 import asyncio
 import json
+import socket
 
 import pytest
 import uvicorn
@@ -80,9 +81,14 @@ async def test_a_client_that_stops_reading_falls_back_and_delays_no_other(uvicor
     session = await sync_to_async(make_session)()
     url = f"ws://127.0.0.1:{uvicorn_port}/ws/sessions/{session.pk}/"
     pad = "x" * 60_000
-    pushes = 300  # 18 MB: more than the kernel's buffers on loopback hold for one stalled client
-    # `stalled` stops reading from its socket once one message waits unread (max_queue=1).
-    async with connect(url, origin=ORIGIN, max_queue=1, max_size=2**20) as stalled, \
+    pushes = 300  # 18 MB: far more than the kernel holds for the stalled client (its window fixed below)
+    # `stalled` stops reading from its socket once one message waits unread (max_queue=1); its
+    # receive buffer is fixed small before it connects, so the kernel does not grow it to hold it all.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+    sock.connect(("127.0.0.1", uvicorn_port))
+    sock.setblocking(False)
+    async with connect(url, sock=sock, origin=ORIGIN, max_queue=1, max_size=2**20) as stalled, \
             connect(url, origin=ORIGIN, max_size=2**20) as reading:
         version = json.loads(await stalled.recv())["board"]["version"]
         json.loads(await reading.recv())
