@@ -48,20 +48,32 @@ class RecordingTransport(asyncio.Transport):
         self.protocol = protocol
 
 
-async def _serve(protocol_class, app, *requests: bytes, transport: RecordingTransport | None = None,
-                 settle: int = 20) -> RecordingTransport:
-    """Feeds `requests` (each one data_received) to a new connection of `protocol_class` running
-    `app`; returns its transport once every task the protocol started is done."""
-    config = Config(app=app, http=protocol_class, lifespan="off", log_level="critical")
+def _connected(protocol_class, app, transport: RecordingTransport | None = None, **options):
+    """A new connection of `protocol_class` running `app` (uvicorn Config `options` beside the
+    defaults here): (protocol, its server state, its transport)."""
+    config = Config(app=app, http=protocol_class, lifespan="off", log_level="critical", **options)
     config.load()
     state = ServerState()
     protocol = protocol_class(config=config, server_state=state, app_state={})
     transport = transport or RecordingTransport()
     protocol.connection_made(transport)
+    return protocol, state, transport
+
+
+async def _settle(steps: int = 20) -> None:
+    """Lets the loop run what the last data_received started."""
+    for _ in range(steps):
+        await asyncio.sleep(0)
+
+
+async def _serve(protocol_class, app, *requests: bytes, transport: RecordingTransport | None = None,
+                 settle: int = 20) -> RecordingTransport:
+    """Feeds `requests` (each one data_received) to a new connection of `protocol_class` running
+    `app`; returns its transport once every task the protocol started is done."""
+    protocol, state, transport = _connected(protocol_class, app, transport)
     for data in requests:
         protocol.data_received(data)
-        for _ in range(settle):
-            await asyncio.sleep(0)
+        await _settle(settle)
     while state.tasks:
         await asyncio.gather(*state.tasks, return_exceptions=True)
     if protocol.timeout_keep_alive_task is not None:
@@ -135,15 +147,9 @@ async def test_100_continue_is_written_before_the_response_starts():
         await sized(scope, receive, send) if message["body"] == b"hi" else None
 
     request = b"POST /x HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
-    config = Config(app=reads_first, http=HttpProtocol, lifespan="off", log_level="critical")
-    config.load()
-    state = ServerState()
-    protocol = HttpProtocol(config=config, server_state=state, app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, state, transport = _connected(HttpProtocol, reads_first)
     protocol.data_received(request)
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]  # the client may now send its body
     protocol.data_received(b"hi")
     await asyncio.gather(*state.tasks)
@@ -189,14 +195,9 @@ async def test_a_websocket_upgrade_is_handed_over_untouched():
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close"})
 
-    config = Config(app=accepts, http=HttpProtocol, ws="websockets-sansio", lifespan="off", log_level="critical")
-    config.load()
-    protocol = HttpProtocol(config=config, server_state=ServerState(), app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, _, transport = _connected(HttpProtocol, accepts, ws="websockets-sansio")
     protocol.data_received(upgrade)
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await _settle(50)
     assert transport.protocol is not None and transport.protocol.transport is transport
     assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
 
@@ -227,15 +228,9 @@ async def test_a_client_gone_before_the_body_is_written_nothing_and_nothing_fail
         await gone.wait()
         raise RuntimeError("boom")
 
-    config = Config(app=fails_late, http=HttpProtocol, lifespan="off", log_level="critical")
-    config.load()
-    state = ServerState()
-    protocol = HttpProtocol(config=config, server_state=state, app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, state, transport = _connected(HttpProtocol, fails_late)
     protocol.data_received(GET)
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     running = list(state.tasks)
     protocol.connection_lost(None)  # closes the transport: a write now fails
     gone.set()
