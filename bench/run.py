@@ -299,13 +299,12 @@ def get_request_maker(path: str):
 
 
 # Processes of the open-loop generator (--generator-processes; 0: one per GENERATOR_RATE_PER_PROCESS
-# requests/s offered). On this 2-core box one process on uvloop offers 4,500 req/s (8.6 % of them
-# more than 1 ms late, ~90 µs of CPU each); two at that rate took more CPU per request and left
-# 55 % late. In the bench, at 80 % of the bid capacity, one process measured p99 43-57 ms where two
-# measured 194-287 ms (more processes runnable on the two cores than the web tier has room for);
-# at 50 % the two were alike (docs/PERFORMANCE.md, session 7, "The load generator's processes").
+# requests/s offered). On this 2-core box one process offers 8,000 req/s to nginx (23 µs of CPU a
+# request, 1-2 % of them late); a second generator process is one more runnable process than the two
+# cores have room for (in session 7, at 80 % of the bid capacity, two processes measured p99 194-287
+# ms where one measured 43-57 ms: docs/PERFORMANCE.md, "The load generator's processes").
 GENERATOR_PROCESSES = 0
-GENERATOR_RATE_PER_PROCESS = 4_000
+GENERATOR_RATE_PER_PROCESS = 10_000
 
 
 def generator_processes(rate: float) -> int:
