@@ -299,11 +299,11 @@ SETTLE_INTERVAL_SECONDS = env_float("SETTLE_INTERVAL_SECONDS", 10.0)
 # Stream entries pending this long on a consumer (a dead or stuck worker) are reclaimed by another.
 PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
 # The periodic drain yields the cores between batches: after each batch it pauses this many times
-# as long as the batch took (0: no pause), unless the stream held PERSIST_YIELD_BELOW entries or
-# more when the drain began: a backlog (PostgreSQL was away) is drained flat out
-# (auctions.persistence._BatchYield).
+# as long as the batch took (0: no pause), unless the stream's oldest entry was PERSIST_YIELD_LAG_SECONDS
+# old or more when the drain began: a stream that far behind (PostgreSQL was away) is drained flat
+# out (auctions.persistence._BatchYield).
 PERSIST_YIELD_RATIO = env_float("PERSIST_YIELD_RATIO", 1.0)
-PERSIST_YIELD_BELOW = env_int("PERSIST_YIELD_BELOW", 20_000)
+PERSIST_YIELD_LAG_SECONDS = env_float("PERSIST_YIELD_LAG_SECONDS", 30.0)
 # Each tick hands the sessions out to the workers in shares (one task each): of open sessions to
 # persist, of ended sessions to settle. A tick settles at most SETTLE_SESSIONS_PER_TICK sessions
 # (the earliest ended first; the rest next tick).

@@ -4,6 +4,7 @@ cascading to the history, which has no database-level foreign keys (auctions.mod
 why); drainers sharing sessions, each session drained by one at a time (its drain lease); the
 periodic drain's pauses between batches."""
 
+import select
 
 import pytest
 from django.db import connection
@@ -111,28 +112,32 @@ def test_written_entries_leave_the_stream_and_entries_pending_on_another_consume
     assert client.xlen(stream) == 0 and client.xpending(stream, persistence.PERSIST_GROUP)["pending"] == 0
 
 
-def test_a_periodic_drain_pauses_after_each_batch_unless_its_stream_held_a_backlog(make_session, monkeypatch,
-                                                                                   settings):
+def test_a_periodic_drain_pauses_after_each_batch_unless_its_stream_is_behind(make_session, monkeypatch, settings):
     """sessions_persist (the persist tick) pauses after each batch as long as the batch took
-    (PERSIST_YIELD_RATIO 1), so that PostgreSQL's share of a tick comes in bursts of one batch; a
-    stream that held PERSIST_YIELD_BELOW entries or more when the drain began is drained without
-    pauses (a backlog: catching up comes first). The pauses are recorded here, not slept."""
+    (PERSIST_YIELD_RATIO 1), so that PostgreSQL's share of a tick comes in bursts of one batch,
+    however long the stream (a heavy tick is not a backlog); a stream whose oldest entry was
+    PERSIST_YIELD_LAG_SECONDS old or more when the drain began is drained without pauses (it is
+    behind: catching up comes first). The pauses are recorded here, not slept."""
     monkeypatch.setattr(persistence, "BATCH_SIZE", 4)
     pauses: list[float] = []
     monkeypatch.setattr(persistence.time, "sleep", pauses.append)
     users = bidding.bidders(4)
     settings.PERSIST_YIELD_RATIO = 1.0
-    settings.PERSIST_YIELD_BELOW = 13
-    for expected in ("pauses", "backlog"):
+    settings.PERSIST_YIELD_LAG_SECONDS = 1.0
+    for expected in ("pauses", "behind"):
         session = make_session()
-        prices = ["20.00", "30.00", "40.00"] if expected == "pauses" else ["20.00", "30.00", "40.00", "50.00"]
-        placed = bidding.place_in_sessions({session.pk: [(u, prices) for u in users]})
+        placed = bidding.place_in_sessions({session.pk: [(u, ["20.00", "30.00", "40.00", "50.00"]) for u in users]})
+        if expected == "behind":
+            # By Redis's clock (the entries' ids are its milliseconds); this module's sleep is patched.
+            began = persistence._redis_now_ms(get_redis())
+            while persistence._redis_now_ms(get_redis()) - began < 1_100:
+                select.select([], [], [], 0.05)
         pauses.clear()
         report = persistence.sessions_persist([str(session.pk)])
         assert report.events == len(placed[session.pk][0])
-        if expected == "pauses":  # 12 entries (below 13): three batches, a pause after each (and
-            # one after the reclaim pass, which found nothing to take over)
-            assert len(pauses) >= 3 and all(0 < p <= persistence.YIELD_PAUSE_MAX_SECONDS for p in pauses), pauses
-        else:  # 16 entries: a backlog, drained flat out
+        if expected == "pauses":  # 16 entries, well under a second old: four batches, a pause
+            # after each (and one after the reclaim pass, which found nothing to take over)
+            assert len(pauses) >= 4 and all(0 < p <= persistence.YIELD_PAUSE_MAX_SECONDS for p in pauses), pauses
+        else:  # the oldest entry over a second old: drained flat out
             assert pauses == []
         assert not bidding.mismatch(session.pk, placed[session.pk][0])
