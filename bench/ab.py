@@ -260,7 +260,8 @@ def generator_ab(args, env: dict[str, str]) -> list[str]:
                     print(lines[-1], flush=True)
     finally:
         servers.stop()
-    return [f"| round | offered req/s | processes | answered | generator µs CPU per request | left > 1 ms late "
+    return [f"| round | offered req/s | processes | answered | generator µs CPU per request "
+            f"| left > {openloop.LATE * 1000:g} ms late "
             f"| p50 / p99 ms | load |  (uvloop: {openloop.uvloop is not None})", "|---|---|---|---|---|---|---|---|",
             *lines]
 

@@ -736,6 +736,12 @@ def test_env_example_lists_every_configuration_variable_and_no_secret(compose):
     assert not interpolated - set(example), f"missing in .env.example: {interpolated - set(example)}"
     for secret in (*SECRET_HOLDERS, "PGBOUNCER_ADMIN_PASSWORD"):
         assert example[secret] == "", f"{secret} must be empty in .env.example"
+    # And nothing in it that nothing reads (a setting renamed, the old name left behind).
+    readers = "\n".join(path.read_text() for path in (
+        ROOT / "flashbid" / "settings.py", COMPOSE_FILE, DEPLOY / "Procfile", *DEPLOY.glob("*.sh"),
+        ROOT / "auctions" / "management" / "commands" / "seed_demo.py"))
+    unread = {name for name in example if name != "COMPOSE_PROJECT_NAME" and not re.search(rf"\b{name}\b", readers)}
+    assert not unread, f"in .env.example, read by nothing: {unread}"
     # The certificate files it names are where deploy/self-signed-cert.sh puts them by default.
     assert (example["TLS_CERT_FILE"], example["TLS_KEY_FILE"]) == ("../var/tls/cert.pem", "../var/tls/key.pem")
 
