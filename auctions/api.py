@@ -101,18 +101,26 @@ def _bid_price(body: bytes) -> Decimal:
         raise ApplicationError(ErrorCode.INVALID_PRICE, str(exc)) from None
 
 
-async def bid_submit(*, session_id: UUID, user: CurrentUser, body: bytes, idempotency_key: str | None) -> HttpResponse:
-    """The bid endpoint once its caller is known: the body parsed, the bid placed, the answer shaped
-    (201, or 200 replaying an earlier answer to the same Idempotency-Key). The one implementation
-    behind the route below and behind flashbid.handlers.BidHandler, the hand-written ASGI path that
-    serves the same route to bearer-token clients without Django's request machinery."""
+async def bid_answer(*, session_id: UUID, user: CurrentUser, body: bytes,
+                     idempotency_key: str | None) -> tuple[int, dict]:
+    """The bid endpoint once its caller is known: the body parsed, the bid placed, the answer's
+    status and body (201, or 200 replaying an earlier answer to the same Idempotency-Key). The one
+    implementation behind the route below (bid_submit) and behind flashbid.handlers.BidHandler,
+    the hand-written ASGI path that serves the same route to bearer-token clients without
+    Django's request machinery."""
     price = _bid_price(body)
     idempotency_key = idempotency_key or None
     if idempotency_key is not None and len(idempotency_key) > 200:
         raise ApplicationError(ErrorCode.INVALID, "Idempotency-Key: at most 200 characters.")
     result = await services.bid_place(session_id=session_id, user=user, price=price,
                                       idempotency_key=idempotency_key)
-    return json_response(result.body(), status=200 if result.replayed else 201)
+    return 200 if result.replayed else 201, result.body()
+
+
+async def bid_submit(*, session_id: UUID, user: CurrentUser, body: bytes, idempotency_key: str | None) -> HttpResponse:
+    """bid_answer as the route's HttpResponse."""
+    status, data = await bid_answer(session_id=session_id, user=user, body=body, idempotency_key=idempotency_key)
+    return json_response(data, status=status)
 
 
 BID_BODY_DOC = {

@@ -66,7 +66,7 @@ def error_response(code: ErrorCode, detail: str, headers: dict | None = None):
     return json_response({"detail": detail, "code": str(code)}, status=STATUS_OF_CODE[code], headers=headers)
 
 
-def application_error_response(exc: ApplicationError):
+def application_error_answer(exc: ApplicationError) -> tuple[int, dict, dict[str, str]]:
     """The answer to a domain refusal: the status from STATUS_OF_CODE, the contract's body, and the
     headers the code calls for."""
     headers = {}
@@ -74,7 +74,13 @@ def application_error_response(exc: ApplicationError):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.code == ErrorCode.NOT_AUTHENTICATED:
         headers["WWW-Authenticate"] = "Bearer"
-    return json_response(exc.body(), status=STATUS_OF_CODE[exc.code], headers=headers)
+    return STATUS_OF_CODE[exc.code], exc.body(), headers
+
+
+def application_error_response(exc: ApplicationError):
+    """application_error_answer as an HttpResponse."""
+    status, body, headers = application_error_answer(exc)
+    return json_response(body, status=status, headers=headers)
 
 
 def _contract_405(response):

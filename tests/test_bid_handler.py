@@ -11,6 +11,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import override_settings
 
+from core.exceptions import ApplicationError, ErrorCode
 from core.observability import RequestContext
 from core.redis import get_redis, session_key
 from flashbid import handlers
@@ -177,7 +178,47 @@ def test_a_failing_engine_or_a_bug_is_answered_as_the_route_answers_it(
     assert [(r.name, r.getMessage()) for r in caplog.records if r.levelname == "ERROR"] == 2 * [
         ("flashbid.api", f"redis error on {bids}: Connection refused"),
         ("django.request", f"Service Unavailable: {bids}")]
-    assert len(taken) == 3
+
+    # A refusal that is a 5xx (the session's state being restored) is logged as the route logs it.
+    async def recovering(**kwargs):
+        raise ApplicationError(ErrorCode.RECOVERING, "Restoring.", retry_after=1)
+
+    monkeypatch.setattr(services, "bid_place", recovering)
+    caplog.clear()
+    fast, route = _both(bids, json={"price": "21.00"}, headers=header)
+    _same(fast, route)
+    assert fast.status_code == 503 and fast.json()["code"] == "recovering"
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.levelname == "ERROR"] == 2 * [
+        ("django.request", f"Service Unavailable: {bids}")]
+    assert len(taken) == 4
+
+
+@pytest.mark.parametrize("status, body, headers", [
+    (201, {"seq": 1, "price": "20.00", "is_winning": True}, {}),
+    (409, {"detail": "Not higher.", "code": "not_higher"}, {}),
+    (429, {"detail": "Slow down.", "code": "rate_limited"}, {"Retry-After": "1"}),
+    (401, {"detail": "Who?", "code": "not_authenticated"}, {"WWW-Authenticate": "Bearer"}),
+])
+def test_the_handlers_answers_are_djangos_message_for_message(status, body, headers):
+    """handlers.json_send writes what Django's send_response writes for the same JSON answer once
+    the API's headers are added: the same ASGI messages, headers in the same order and case."""
+    from core.json import dumps, json_response
+
+    def messages(write) -> list[dict]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def run():
+            await write(send)
+
+        async_to_sync(run)()
+        return sent
+
+    django_way = messages(lambda send: handlers.BidHandler().send_response(
+        handlers._api_headers_added(json_response(body, status=status, headers=headers)), send))
+    assert messages(lambda send: handlers.json_send(send, status, dumps(body), headers)) == django_way
 
 
 def test_requests_out_of_the_ordinary_go_through_the_route(make_session, make_user, auth_header, taken):
