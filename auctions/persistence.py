@@ -367,7 +367,7 @@ def sessions_persist(session_ids: list[str], *, budget_seconds: float | None = N
     taken (`left`: the next tick's).
 
     Cost: per session drained, at most MAX_BATCHES_PER_TICK x BATCH_SIZE entries (~1 s at 50k
-    rows/s), and about 6 Redis round trips when its stream has nothing new."""
+    rows/s), and about 7 Redis round trips when its stream has nothing new."""
     report = PersistReport()
     order = list(session_ids)
     random.shuffle(order)

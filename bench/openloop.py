@@ -16,8 +16,8 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import math
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,11 +69,17 @@ TICK = 0.001
 # A request that leaves later than this after its instant is counted late: the tick itself makes
 # up to a millisecond of that, so more means the generator (or the box) did not keep up.
 LATE = TICK + 0.001
+# How long the answers still out when the last request was due are waited for; then they are
+# counted as errors ("Timeout").
+ANSWER_WAIT = 30.0
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection, one request in flight at a time; the answer is parsed by
-    httptools (uvicorn's parser), its status and end read off the parser."""
+    httptools (uvicorn's parser), its status and end read off the parser. Answers must carry a
+    Content-Length or be chunked (one that ends when the server closes is an error: httptools
+    cannot be told the input ended), and HEAD is not offered (its answer's length would be read
+    as a body to wait for)."""
 
     def __init__(self, generator: "_Generator"):
         self.generator = generator
@@ -84,6 +90,7 @@ class _Connection(asyncio.Protocol):
         self.request = b""
         self.retried = False
         self.received = False  # some of its answer has come
+        self.reused = False  # it has carried an answer before
         self.error: Exception | None = None
 
     def connection_made(self, transport) -> None:
@@ -99,14 +106,28 @@ class _Connection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserCallbackError as exc:  # raised in a callback (on_response): a bug
+            self.generator.fail(exc.__context__ or exc)
+            self.transport.abort()
+        except httptools.HttpParserError as exc:  # a malformed answer, or one with no request
             self.error = exc
             self.transport.abort()
 
-    def on_message_complete(self) -> None:  # httptools' callback: the whole answer has come
+    def on_message_complete(self) -> None:  # httptools' callback: an answer has come
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue and the like: the answer is still to come
+            return
+        if self.n is None:  # the server answered a request it was not sent: not to be trusted
+            self.generator.result.error_kinds["AnswerToNoRequest"] += 1
+            self.transport.abort()
+            return
         n, due = self.n, self.due
-        self.n, self.received = None, False
-        self.generator.answered(self, n, due, self.parser.get_status_code())
+        self.n, self.received, self.reused = None, False, True
+        if self.parser.should_keep_alive():
+            self.generator.answered(self, n, due, status)
+        else:  # `Connection: close`: not to be reused
+            self.generator.answered(None, n, due, status)
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.generator.lost(self, self.error or exc)
@@ -128,6 +149,8 @@ class _Generator:
         self.outstanding = 0
         self.all_answered = loop.create_future()
         self.scheduled = False  # every request of the schedule has been submitted
+        self.finished = False  # the run is over: what happens to its connections now is not counted
+        self.failure: BaseException | None = None  # an exception of on_response, raised by run
         self._tasks: set[asyncio.Task] = set()  # referenced until done
 
     def submit(self, n: int, due: float, request: bytes) -> None:
@@ -167,12 +190,18 @@ class _Generator:
         elif connection is not None:
             self.idle.append(connection)
 
+    def fail(self, exc: BaseException) -> None:
+        """The run ends now and raises `exc`."""
+        self.failure = self.failure or exc
+        if not self.all_answered.done():
+            self.all_answered.set_result(None)
+
     def _done(self) -> None:
         self.outstanding -= 1
         if not self.outstanding and self.scheduled and not self.all_answered.done():
             self.all_answered.set_result(None)
 
-    def answered(self, connection: _Connection, n: int, due: float, status: int) -> None:
+    def answered(self, connection: _Connection | None, n: int, due: float, status: int) -> None:
         result = self.result
         result.latencies.append(time.monotonic() - due)
         result.statuses[status] += 1
@@ -190,13 +219,17 @@ class _Generator:
 
     def lost(self, connection: _Connection, exc: Exception | None) -> None:
         self.opened.discard(connection)
+        if self.finished:
+            return
         if connection.n is None:  # closed by the server while idle
             if connection in self.idle:
                 self.idle.remove(connection)
             return
-        if not connection.received and not connection.retried:
-            # Closed by the server's keep-alive timeout just as it was reused: once more, on a new
-            # connection (the request never reached the application; its slot is free).
+        if connection.reused and not connection.received and not connection.retried:
+            # A kept-alive connection closed by the server (its keep-alive timeout) just as it was
+            # reused, before a byte of the answer: once more, on a new connection (the request
+            # never reached the application; its slot is free). A new connection closed so is an
+            # error: the request may have reached the application.
             self._dispatch(connection.n, connection.due, connection.request, True)
             return
         self._failed(exc or ConnectionError("connection closed before the whole answer"))
@@ -205,7 +238,7 @@ class _Generator:
 
 async def run(*, host: str, port: int, rate: float, duration: float, make_request: Callable[[int], bytes],
               connections: int = 256, on_response: Callable[[int, int], None] | None = None,
-              keep_answers: bool = False, start_at: float | None = None, first: int = 0,
+              keep_answers: bool = False, start_at: Callable[[], float] | None = None, first: int = 0,
               step: int = 1) -> OpenLoopResult:
     """Offer `rate` requests/s for `duration` s. `make_request(n)` returns the n-th request's bytes
     (HTTP/1.1, keep-alive, with Content-Length); every request is made before the clock starts.
@@ -213,17 +246,23 @@ async def run(*, host: str, port: int, rate: float, duration: float, make_reques
     answer arrives; `keep_answers` keeps (n, status, time.time()) of each in the result.
 
     One share of a schedule run by several processes: requests first, first + step, ... of the
-    schedule that starts at `start_at` (time.monotonic(), the same clock in every process)."""
+    schedule that starts at `start_at()` (time.monotonic(), the same clock in every process),
+    called once this share's requests are made.
+
+    Requests still unanswered ANSWER_WAIT after the last was due are counted as errors
+    (`Timeout`)."""
     result = OpenLoopResult(offered_rate=rate, seconds=duration)
     interval = 1.0 / rate
     schedule = list(itertools.takewhile(lambda n: n * interval < duration, itertools.count(first, step)))
     requests = [make_request(n) for n in schedule]
+    if any(request.startswith(b"HEAD ") for request in requests[:1]):
+        raise ValueError("HEAD is not offered: its answer's Content-Length would be waited for")
     generator = _Generator(asyncio.get_running_loop(), host, port, connections, result, on_response,
                            keep_answers)
+    began = time.monotonic() if start_at is None else start_at()
     cpu_began = time.process_time()
-    began = time.monotonic() if start_at is None else start_at
     sent = 0
-    while sent < len(schedule):
+    while sent < len(schedule) and generator.failure is None:
         now = time.monotonic()
         while sent < len(schedule) and (due := began + schedule[sent] * interval) <= now:
             generator.submit(schedule[sent], due, requests[sent])
@@ -233,10 +272,16 @@ async def run(*, host: str, port: int, rate: float, duration: float, make_reques
     generator.scheduled = True
     if generator.outstanding:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(generator.all_answered), 30)
+            await asyncio.wait_for(asyncio.shield(generator.all_answered), ANSWER_WAIT)
+    generator.finished = True
+    if generator.outstanding:
+        result.errors += generator.outstanding
+        result.error_kinds["Timeout"] += generator.outstanding
     for connection in list(generator.opened):
         connection.transport.close()
     result.cpu_seconds = time.process_time() - cpu_began
+    if generator.failure is not None:
+        raise generator.failure
     return result
 
 
@@ -246,11 +291,12 @@ def loop_run(coroutine):
     return asyncio.run(coroutine)
 
 
-def _share(queue, kwargs: dict) -> None:
+def _share(queue, ready, kwargs: dict) -> None:
     """A child process: its share of the schedule; the result goes back through `queue`."""
     try:
         queue.put(loop_run(run(**kwargs)))
     except BaseException as exc:  # the parent must hear of it rather than wait for ever
+        ready.abort()
         queue.put(exc)
         raise
 
@@ -259,23 +305,37 @@ def run_processes(*, host: str, port: int, rate: float, duration: float, make_re
                   processes: int = 2, connections: int = 256, keep_answers: bool = False) -> OpenLoopResult:
     """`run` spread over `processes` processes (forked, so `make_request` need not be picklable):
     process k sends requests k, k + N, k + 2N, ... of one schedule of `rate` requests/s, on its own
-    connections (`connections` / N each), and the results are merged. With one process, `run` in
-    this process (on uvloop when installed)."""
+    share of the `connections`, and the results are merged. The schedule starts once every
+    process has made its requests. With one process, `run` in this process (on uvloop when
+    installed)."""
     if processes <= 1:
         return loop_run(run(host=host, port=port, rate=rate, duration=duration, make_request=make_request,
                              connections=connections, keep_answers=keep_answers))
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    # Every share starts on the same instant, far enough ahead for the forks to be ready.
-    start_at = time.monotonic() + 0.5
-    children = [context.Process(target=_share, daemon=True, args=(queue, {
+    ready = context.Barrier(processes + 1)
+    start = context.Value("d", 0.0)
+
+    def start_at() -> float:  # in a child: its requests are made; the parent picks the instant
+        ready.wait(timeout=300)
+        ready.wait(timeout=10)
+        return start.value
+
+    children = [context.Process(target=_share, daemon=True, args=(queue, ready, {
         "host": host, "port": port, "rate": rate, "duration": duration, "make_request": make_request,
-        "connections": math.ceil(connections / processes), "keep_answers": keep_answers,
-        "start_at": start_at, "first": k, "step": processes})) for k in range(processes)]
+        "connections": max(1, connections // processes + (k < connections % processes)),
+        "keep_answers": keep_answers, "start_at": start_at, "first": k, "step": processes}))
+        for k in range(processes)]
     for child in children:
         child.start()
     merged = OpenLoopResult(offered_rate=rate, seconds=duration, processes=processes)
     try:
+        try:
+            ready.wait(timeout=300)  # every child has made its requests
+            start.value = time.monotonic() + 0.2
+            ready.wait(timeout=10)
+        except threading.BrokenBarrierError:  # a child failed: its exception is in the queue
+            pass
         for _ in children:
             share = queue.get(timeout=duration + 60)
             if isinstance(share, BaseException):

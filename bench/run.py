@@ -324,7 +324,7 @@ def open_loop(port: int, rate: float, seconds: float, make) -> dict:
 
 def _generator_note(result) -> str:
     """The generator's own share, so a run it limited shows it: processes, CPU per request, and the
-    requests that left more than 1 ms late."""
+    requests that left more than openloop.LATE late."""
     answered = max(1, len(result.latencies))
     busy = result.cpu_seconds / (result.seconds * result.processes)
     return (f"generator ×{result.processes}: {result.cpu_seconds / answered * 1e6:.0f} µs CPU per request "

@@ -303,7 +303,8 @@ PERSIST_RECLAIM_IDLE_MS = env_int("PERSIST_RECLAIM_IDLE_MS", 30_000)
 # old or more when the drain began: a stream that far behind (PostgreSQL was away) is drained flat
 # out (auctions.persistence._BatchYield).
 PERSIST_YIELD_RATIO = env_float("PERSIST_YIELD_RATIO", 1.0)
-PERSIST_YIELD_LAG_SECONDS = env_float("PERSIST_YIELD_LAG_SECONDS", 30.0)
+# 10 s: two ticks, under the persist-lag alert (docs/OPERATIONS.md: 15 s).
+PERSIST_YIELD_LAG_SECONDS = env_float("PERSIST_YIELD_LAG_SECONDS", 10.0)
 # Each tick hands the sessions out to the workers in shares (one task each): of open sessions to
 # persist, of ended sessions to settle. A tick settles at most SETTLE_SESSIONS_PER_TICK sessions
 # (the earliest ended first; the rest next tick).

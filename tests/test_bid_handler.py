@@ -193,6 +193,21 @@ def test_a_failing_engine_or_a_bug_is_answered_as_the_route_answers_it(
     assert len(taken) == 4
 
 
+def test_an_answer_that_cannot_be_written_is_djangos_500(make_session, make_user, auth_header, monkeypatch,
+                                                         taken, caplog):
+    session = make_session()
+    bids = f"/api/sessions/{session.pk}/bids"
+
+    def unwritable(data):
+        raise TypeError("not JSON")
+
+    monkeypatch.setattr(handlers, "dumps", unwritable)
+    fast = _fast(bids, json={"price": "20.00"}, headers=auth_header(make_user()))
+    assert fast.status_code == 500 and taken == [bids]
+    assert ("django.request", f"Internal Server Error: {bids}") in [
+        (r.name, r.getMessage()) for r in caplog.records if r.levelname == "ERROR"]
+
+
 @pytest.mark.parametrize("status, body, headers", [
     (201, {"seq": 1, "price": "20.00", "is_winning": True}, {}),
     (409, {"detail": "Not higher.", "code": "not_higher"}, {}),

@@ -15,6 +15,13 @@ import pytest
 from bench import openloop
 
 
+async def _read_request(reader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
 class Server:
     """HTTP/1.1 over asyncio streams. `answer(n, request)` gives the bytes of the n-th request's answer
     (n counted over the whole server) and what to do next: 'keep', 'close' (after the answer) or
@@ -38,10 +45,7 @@ class Server:
     async def _serve(self, reader, writer):
         self.connections += 1
         try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                request = head + await reader.readexactly(length)
+            while request := await _read_request(reader):
                 n = len(self.requests)
                 self.requests.append(request)
                 if self.delay:
@@ -115,7 +119,7 @@ async def test_latency_is_measured_from_the_due_instant():
     assert all(0.05 <= latency < 0.3 for latency in result.latencies)
 
 
-async def test_a_connection_the_server_closes_after_its_answer_is_not_reused_and_costs_no_request():
+async def test_a_connection_the_server_closes_after_its_answer_costs_no_request():
     async with Server(answer=lambda n, request: (_ok(), "close")) as server:
         result = await _run(server)
     assert _sent(server) == list(range(200))
@@ -132,9 +136,7 @@ async def test_a_request_on_a_connection_closed_as_it_was_reused_is_sent_once_mo
     class OneAnswerEach(Server):
         async def _serve(self, reader, writer):
             self.connections += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            request = head + await reader.readexactly(int(head.rsplit(b"Content-Length: ", 1)[1].split(b"\r")[0]))
-            self.requests.append(request)
+            self.requests.append(await _read_request(reader))
             writer.write(_ok())
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                 dropped.append(await reader.readuntil(b"\r\n\r\n"))
@@ -144,6 +146,81 @@ async def test_a_request_on_a_connection_closed_as_it_was_reused_is_sent_once_mo
         result = await _run(server, rate=400, duration=0.25, connections=4)
     assert dropped  # the generator did reuse connections
     assert _sent(server) == list(range(100)) and result.errors == 0 and result.statuses == {201: 100}
+
+
+async def test_connection_close_is_honoured():
+    """An answer with `Connection: close`: its connection is not used again (the server never reads
+    another request on it)."""
+    dropped = []
+
+    class Closing(Server):
+        async def _serve(self, reader, writer):
+            self.connections += 1
+            self.requests.append(await _read_request(reader))
+            writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                dropped.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5))
+            writer.close()
+
+    async with Closing() as server:
+        result = await _run(server, rate=200, duration=0.25, connections=4)
+    assert dropped == [] and result.errors == 0 and result.statuses == {201: 50}
+    assert _sent(server) == list(range(50))
+
+
+async def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry():
+    """The request may have reached the application: it is not sent again."""
+    class Dropping(Server):
+        async def _serve(self, reader, writer):
+            self.connections += 1
+            self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.close()
+
+    async with Dropping() as server:
+        result = await _run(server, rate=100, duration=0.2)
+    assert len(server.requests) == 20 and server.connections == 20
+    assert result.errors == 20 and not result.latencies
+
+
+async def test_interim_answers_are_not_answers():
+    """A `100 Continue` before the answer: one answer per request, each for its own request."""
+    def answer(n, request):
+        return b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(201, f'{{"n": {n}}}'.encode()), "keep"
+
+    async with Server(answer=answer) as server:
+        began = time.monotonic()
+        result = await _run(server, rate=200, duration=0.25)
+    assert time.monotonic() - began < 5  # nothing left waiting for an answer
+    assert result.statuses == {201: 50} and result.errors == 0 and len(result.latencies) == 50
+
+
+async def test_answers_still_out_at_the_end_are_counted_as_errors(monkeypatch):
+    monkeypatch.setattr(openloop, "ANSWER_WAIT", 0.5)
+
+    async with Server(delay=2) as server:
+        result = await _run(server, rate=40, duration=0.25, keep_answers=False)
+    assert result.errors == 10 and result.error_kinds == {"Timeout": 10} and not result.latencies
+
+
+async def test_a_malformed_answer_is_an_error():
+    async with Server(answer=lambda n, request: (b"HTTP/1.1 abc\r\n\r\n", "keep")) as server:
+        result = await _run(server, rate=100, duration=0.1, keep_answers=False)
+    assert result.errors == 10 and set(result.error_kinds) == {"HttpParserInvalidStatusError"}, result.error_kinds
+
+
+async def test_a_failing_on_response_fails_the_run():
+    def on_response(n, status):
+        raise KeyError("the caller's bug")
+
+    async with Server() as server:
+        with pytest.raises(KeyError, match="the caller's bug"):
+            await _run(server, rate=100, duration=0.1, on_response=on_response)
+
+
+async def test_head_is_refused():
+    with pytest.raises(ValueError, match="HEAD"):
+        await openloop.run(host="127.0.0.1", port=1, rate=10, duration=0.1,
+                           make_request=lambda n: b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
 
 
 async def test_an_answer_cut_short_is_an_error_and_the_run_goes_on():
@@ -204,6 +281,19 @@ def test_processes_share_one_schedule():
     assert result.processes == 2 and result.cpu_seconds > 0
     assert sorted(n for n, _, _ in result.answers) == list(range(200))
     assert result.statuses == {201: 200} and result.errors == 0
+
+
+def test_a_process_that_fails_fails_the_run_at_once():
+    def make_request(n):
+        if n == 3:
+            raise KeyError("no such request")
+        return _request(n)
+
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="a load generator process failed"):
+        openloop.run_processes(host="127.0.0.1", port=1, rate=100, duration=0.5, make_request=make_request,
+                               processes=2)
+    assert time.monotonic() - began < 30
 
 
 @pytest.mark.parametrize("rate, duration, count", [(1000, 0.0105, 11), (3, 1, 3), (0.5, 1, 1)])
