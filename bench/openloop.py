@@ -125,7 +125,8 @@ class _Connection(asyncio.Protocol):
         self.n, self.received, self.reused = None, False, True
         if self.parser.should_keep_alive():
             self.generator.answered(self, n, due, status)
-        else:  # `Connection: close`: not to be reused
+        else:  # `Connection: close`: not to be reused; its slot is free for a new one now
+            self.generator.opened.discard(self)
             self.generator.answered(None, n, due, status)
             self.transport.close()
 

@@ -148,22 +148,24 @@ async def test_a_request_on_a_connection_closed_as_it_was_reused_is_sent_once_mo
     assert _sent(server) == list(range(100)) and result.errors == 0 and result.statuses == {201: 100}
 
 
-async def test_connection_close_is_honoured():
+async def test_connection_close_is_honoured(monkeypatch):
     """An answer with `Connection: close`: its connection is not used again (the server never reads
-    another request on it)."""
+    another request on it), and the requests waiting for the only connection go out on new ones."""
     dropped = []
 
     class Closing(Server):
         async def _serve(self, reader, writer):
             self.connections += 1
             self.requests.append(await _read_request(reader))
+            await asyncio.sleep(0.02)  # requests queue up behind the one connection meanwhile
             writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                 dropped.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5))
             writer.close()
 
     async with Closing() as server:
-        result = await _run(server, rate=200, duration=0.25, connections=4)
+        monkeypatch.setattr(openloop, "ANSWER_WAIT", 5.0)
+        result = await _run(server, rate=200, duration=0.25, connections=1)
     assert dropped == [] and result.errors == 0 and result.statuses == {201: 50}
     assert _sent(server) == list(range(50))
 
