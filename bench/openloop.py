@@ -256,7 +256,7 @@ async def run(*, host: str, port: int, rate: float, duration: float, make_reques
     interval = 1.0 / rate
     schedule = list(itertools.takewhile(lambda n: n * interval < duration, itertools.count(first, step)))
     requests = [make_request(n) for n in schedule]
-    if any(request.startswith(b"HEAD ") for request in requests[:1]):
+    if any(request.startswith(b"HEAD ") for request in requests):
         raise ValueError("HEAD is not offered: its answer's Content-Length would be waited for")
     generator = _Generator(asyncio.get_running_loop(), host, port, connections, result, on_response,
                            keep_answers)
