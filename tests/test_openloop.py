@@ -7,6 +7,7 @@ closed at rest retried, a broken answer counted as an error without stopping the
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import time
 
@@ -219,6 +220,25 @@ async def test_a_failing_on_response_fails_the_run():
             await _run(server, rate=100, duration=0.1, on_response=on_response)
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_collector_does_not_run_during_the_schedule(enabled):
+    """A full collection of a process holding Django and the bench's bidders took ~100 ms: a stall
+    of the generator, counted as the server's latency. During the run the collector is off and
+    what lived before it is frozen; after it, the process's own setting is back."""
+    seen = []
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        async with Server() as server:
+            result = await _run(server, on_response=lambda n, status: seen.append(
+                (gc.isenabled(), gc.get_freeze_count() > 0)))
+        assert len(seen) == len(result.latencies) == 200
+        assert set(seen) == {(False, True)}
+        assert gc.isenabled() is enabled and gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
 async def test_head_is_refused():
     with pytest.raises(ValueError, match="HEAD"):
         await openloop.run(host="127.0.0.1", port=1, rate=10, duration=0.1,
@@ -303,3 +323,4 @@ async def test_the_schedule_is_rate_times_duration(rate, duration, count):
     async with Server() as server:
         result = await _run(server, rate=rate, duration=duration)
     assert len(result.latencies) == count and _sent(server) == list(range(count))
+
