@@ -240,8 +240,9 @@ def box_times() -> list[int]:
 
 def box_note(before: list[int]) -> str:
     """How busy the whole box was since `before` (box_times()), and what share of its time the host
-    took for other guests (steal). On this virtual machine the latency rows moved with it: at 50 % of
-    the bid capacity, p99 7-10 ms in runs with under 1 % stolen, 33-49 ms with 7-16 % (session 10)."""
+    took for other guests (steal). On this virtual machine the latency rows moved with it: at 2,250
+    bids/s (half the capacity), p99 7.1-16.8 ms in nine runs with under 1 % stolen, six of them under
+    10 ms; 33.3 and 49.0 ms in two with 7.1 and 15.5 % (docs/PERFORMANCE.md, session 10)."""
     spent = [after - then for after, then in zip(box_times(), before, strict=True)]
     total = max(1, sum(spent))
     busy = sum(spent) - spent[3] - spent[4]  # neither idle nor waiting on I/O
