@@ -497,12 +497,14 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     from auctions.rules import cents_to_price
 
     price_base = 5_000_000
+    before = box_times()  # the bidding and its pushes, not the listeners' connecting
     result = openloop.run_processes(host="127.0.0.1", port=port, rate=rate, duration=seconds,
                                     make_request=bid_request_maker(session_id, bots, price_base),
                                     processes=generator_processes(rate), keep_answers=True)
     accepted_at = {str(cents_to_price(price_base + n)): answered for n, status, answered in result.answers
                    if status == 201}
     time.sleep(2)  # the last coalesced push is due within 1 s of the last bid
+    box = box_note(before)
     stop.set()
     saved = {"records": [], "you_frames": [], "cpu_seconds": 0.0}
     for (child, _), out_path in zip(children, outputs, strict=True):
@@ -531,7 +533,7 @@ def websocket_delivery(port: int, ws_port: int, session_id: str, bots, *, listen
     return {"listeners": len(records), "bids": result.statuses.get(201, 0), "p50": q(0.50), "p99": q(0.99),
             "pushes_mean": sum(pushes) / len(pushes) if pushes else 0, "got_last": got_last,
             "signed_in": len(saved["you_frames"]), "you_frames": sum(saved["you_frames"]),
-            "client_cpu": saved["cpu_seconds"]}
+            "client_cpu": saved["cpu_seconds"], "box": box}
 
 
 # --- persist and settlement ----------------------------------------------------------------------
@@ -758,16 +760,15 @@ def main() -> None:
         if "websocket" not in skip:
             session_id = session_create()
             rate = args.ws_rate or (bid_rps or 400) * 0.5
-            before = box_times()
             w = websocket_delivery(port, servers.ws_port(), session_id, bots, listeners=sizes["listeners"], rate=rate,
                                    seconds=seconds, signed_in=sizes["signed_in"])
-            box = box_note(before)
             rows.append((f"WebSocket: {w['listeners']:,} listeners ({w['signed_in']:,} signed-in bidders), bids at "
                          f"{rate:,.0f}/s for {seconds:g} s",
                          f"acceptance → delivery p50 {w['p50']:.0f} ms, p99 {w['p99']:.0f} ms; "
                          f"{w['pushes_mean']:.1f} pushes per listener for {w['bids']:,} bids; "
                          f"{w['got_last']:,} of {w['listeners']:,} saw the final board; "
-                         f"{w['you_frames']:,} `you` frames; the listeners used {w['client_cpu']:.1f} CPU-s; {box}",
+                         f"{w['you_frames']:,} `you` frames; the listeners used {w['client_cpu']:.1f} CPU-s; "
+                         f"{w['box']}",
                          "p99 ≤ 250 ms at 5,000 listeners, 1,000 bids/s" if w["listeners"] >= 5_000 else
                          "p99 ≤ 300 ms"))
             for name, rss in servers.rss_mb().items():
