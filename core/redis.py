@@ -23,6 +23,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis | aioredis.RedisCluster]" = (
     weakref.WeakKeyDictionary()
@@ -68,10 +69,21 @@ def _closed_transport(exc: TypeError) -> bool:
     return frame.tb_frame.f_code.co_filename.endswith(("selector_events.py", "streams.py"))
 
 
+# redis-py 8 turns on maintenance notifications ("auto": Redis Enterprise and Redis Cloud announce
+# planned moves of a shard), and with them on its pools skip their check of a connection before
+# handing it out (that Redis has not closed it, that nothing unread is on it): after a Redis
+# restart every pooled connection then failed its next command, a 503 to a bidder each. Our Redis
+# sends no such notifications; the check is worth more.
+_CHECKED_CONNECTIONS = {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def redis_client_new(*, timeout: float = 10, **options) -> redis.Redis | redis.RedisCluster:
     """A new sync client of the engine's Redis (plain or cluster, as configured)."""
-    cls = redis.RedisCluster if settings.REDIS_CLUSTER else redis.Redis
-    return cls.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout, **options)
+    if settings.REDIS_CLUSTER:
+        return redis.RedisCluster.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout,
+                                           **options)
+    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout,
+                                **_CHECKED_CONNECTIONS, **options)
 
 
 @cache
@@ -103,6 +115,7 @@ def get_async_redis() -> aioredis.Redis | aioredis.RedisCluster:
                 timeout=10,
                 health_check_interval=30,
                 socket_timeout=10,
+                **_CHECKED_CONNECTIONS,
             )
             client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client

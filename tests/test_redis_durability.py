@@ -1,7 +1,9 @@
 """Redis as deployed (deploy/redis.conf, AOF with appendfsync everysec): a Redis process killed
 with SIGKILL right after answering bids comes back with every acknowledged bid, its ranking and its
-persist stream, and bidding goes on with the same rules (not_higher)."""
+persist stream, and bidding goes on with the same rules (not_higher); the connections the web
+processes kept are opened again, not failed on."""
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -9,6 +11,7 @@ import pytest
 import redis
 
 from auctions import live
+from core.redis import get_async_redis, get_redis
 from tests import processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
@@ -80,7 +83,33 @@ def test_acknowledged_bids_survive_a_killed_redis(started, tmp_path, make_sessio
         assert [e["user_id"] for e in after["entries"]] == [b["user_id"] for b in reversed(accepted)]
 
         lower = http.post(f"{base}/bids", json={"price": "19.00"}, headers=auth_header(users[-1]))
-        assert lower.status_code == 409 and lower.json()["code"] == "not_higher"
+        assert lower.status_code == 409 and lower.json()["code"] == "not_higher", lower.text
         higher = http.post(f"{base}/bids", json={"price": "99.00"}, headers=auth_header(users[0]))
         assert higher.status_code == 201 and higher.json()["rank"] == 1
         assert higher.json()["seq"] == max(b["seq"] for b in accepted) + 1
+
+
+def test_pooled_connections_closed_by_redis_are_opened_again_before_their_next_command(started, settings):
+    # Redis restarted: every connection a process keeps in its pools is closed. Each must be found
+    # closed when it is next taken (core.redis turns off redis-py's maintenance notifications, with
+    # which its pools skip that check), not fail a bidder's request. A Redis of its own: the kill
+    # reaches every client of the server.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    plain = redis.Redis(port=port, decode_responses=True)
+    sync_client = get_redis()
+    sync_client.set("k", "v")
+
+    async def three_at_once():
+        client = get_async_redis()
+        return await asyncio.gather(*(client.get("k") for _ in range(3)))
+
+    async def scenario():
+        assert await three_at_once() == ["v"] * 3  # three connections in the async pool
+        assert plain.client_kill_filter(_type="normal", skipme=True) >= 4
+        await asyncio.sleep(0.2)  # the closes reach the client's side
+        return await three_at_once()
+
+    assert asyncio.run(scenario()) == ["v"] * 3
+    assert sync_client.get("k") == "v"
