@@ -64,8 +64,9 @@ def script_queue(pipe, registered, *, keys: list, args: list) -> None:
 # own, nothing else is shared) their scripts cost one write, one Redis wake-up and one read.
 # Measured on this box (docs/PERFORMANCE.md, issue 18): 32 concurrent EVALSHAs cost 81 us of
 # client CPU and 28 us of Redis CPU each one by one, 27 and 8 us batched. The batch is written and
-# its replies read on a connection of the client's own pool, packed by hiredis (`_Batcher._execute`):
-# redis-py's pipeline packs in Python and keeps bookkeeping that cost more than the rest of a call.
+# its replies read on a connection taken from the client's own pool and kept, packed by hiredis
+# (`_Batcher._execute`): redis-py's pipeline packs in Python and keeps bookkeeping that cost more
+# than the rest of a call, and its pool's acquire and release nearly as much again.
 
 _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]" = weakref.WeakKeyDictionary()
 
@@ -113,6 +114,12 @@ class _Batcher:
         self.in_flight = 0
         self._queued: list[tuple[object, list, list, asyncio.Future]] = []
         self._sending: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak ones)
+        # Connections taken from the client's pool and kept between batches, one per batch under
+        # way; a connection goes back to the pool only after an error. The pool's get_connection
+        # and release cost ~40 us of CPU a batch on top of the batch's own ~45 (its condition,
+        # timeout and lock, redis-py's observability hooks; ad hoc, uvloop, a PING a batch): at
+        # moderate load every batch is one bid (docs/PERFORMANCE.md, session 11).
+        self._idle: list = []
 
     def queue(self, registered, keys: list, args: list) -> asyncio.Future:
         future = self.loop.create_future()
@@ -156,45 +163,60 @@ class _Batcher:
     async def run(self, batch: list) -> list:
         """One reply (or the exception of a refused command) per call (registered, keys, args, ...)
         of `batch`, in order; calls that found their script gone (NOSCRIPT: they did not run) are
-        sent once more after loading it."""
+        sent once more, in the same write as the loading of their scripts."""
         replies = await self._execute(batch)
         lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:
-            for registered in {id(batch[n][0]): batch[n][0] for n in lost}.values():
-                await self.client.script_load(registered.script)
-            for n, reply in zip(lost, await self._execute([batch[n] for n in lost]), strict=True):
+            scripts = [registered.script for registered in {id(batch[n][0]): batch[n][0] for n in lost}.values()]
+            for n, reply in zip(lost, await self._execute([batch[n] for n in lost], loads=scripts), strict=True):
                 replies[n] = reply
         return replies
 
-    async def _execute(self, batch: list) -> list:
-        """The calls' EVALSHAs in one write on one connection of the client's pool, then their
-        replies read in order: what redis-py's pipeline does (and its plain command for a batch of
-        one), less its Python packing and bookkeeping, which cost more than the rest of the call
-        (CPU per call in a batch of 16: 31-39 us through the pipeline, 11-15 us this way; packing
-        alone: 14.5 us in Python, 1.5 us in hiredis, which redis-py's async client does not use)."""
-        packed = b"".join(hiredis.pack_command(evalsha_command(registered, keys=keys, args=args))
-                          for registered, keys, args, *_ in batch)
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
+    async def _execute(self, batch: list, loads: list[str] = ()) -> list:
+        """The calls' EVALSHAs in one write on one connection, then their replies read in order:
+        what redis-py's pipeline does (and its plain command for a batch of one), less its Python
+        packing and bookkeeping, which cost more than the rest of the call (CPU per call in a batch
+        of 16: 31-39 us through the pipeline, 11-15 us this way; packing alone: 14.5 us in Python,
+        1.5 us in hiredis, which redis-py's async client does not use). The connection is one this
+        batcher kept from an earlier batch, checked first, or a new one from the pool; it is kept
+        for the next batch, and given back to the pool (disconnected) only after an error or a
+        cancel. `loads`: scripts loaded (SCRIPT LOAD) ahead of the calls, in the same write, on the
+        same connection (not the pool's: after a restart its other connections may be stale)."""
+        packed = b"".join([*(hiredis.pack_command(("SCRIPT", "LOAD", source)) for source in loads),
+                           *(hiredis.pack_command(evalsha_command(registered, keys=keys, args=args))
+                             for registered, keys, args, *_ in batch)])
+        reused = bool(self._idle)
+        connection = self._idle.pop() if reused else await self.client.connection_pool.get_connection()
         try:
+            # A kept connection that Redis closed (a restart), or with data on it that nobody asked
+            # for, is opened anew (the send connects). redis-py's pool makes this check only with
+            # its maintenance notifications off ("auto" by default): the pool's connections would
+            # fail the first command after a restart. Also what the pool's release would do.
+            if reused and (connection.should_reconnect() or (connection.is_connected and await connection.can_read())):
+                await connection.disconnect()
             await connection.send_packed_command(packed)
+            for _ in loads:
+                await connection.read_response()  # the script's SHA (a refusal is raised: the batch fails)
             replies = []
             for _ in batch:
                 try:
                     replies.append(await connection.read_response())
                 except ResponseError as exc:  # that call's refusal; the next replies still come
                     replies.append(exc)
-            return replies
         except BaseException:
             # A reply left unread would be taken for the next command's: the connection goes (as
-            # redis-py's own send and read do on an error).
+            # redis-py's own send and read do on an error), back to the pool, disconnected.
             await connection.disconnect(nowait=True)
+            self._release(connection)
             raise
-        finally:
-            # A cancel must not cut the release short (the pool would lose the connection for
-            # good), as redis-py's pipeline shields its own. Run eagerly it is done at once, unless
-            # the pool's lock is held.
-            releasing = asyncio.eager_task_factory(asyncio.get_running_loop(), pool.release(connection))
-            if not releasing.done():
-                await asyncio.shield(releasing)
-            releasing.result()
+        self._idle.append(connection)
+        return replies
+
+    def _release(self, connection) -> None:
+        """Give a connection back to the pool. A cancel must not cut the release short (the pool
+        would lose the connection for good), as redis-py's pipeline shields its own. Run eagerly
+        it is done at once, unless the pool's lock is held."""
+        releasing = asyncio.eager_task_factory(self.loop, self.client.connection_pool.release(connection))
+        if not releasing.done():
+            self._sending.add(releasing)
+            releasing.add_done_callback(self._sending.discard)

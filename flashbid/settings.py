@@ -225,7 +225,8 @@ CHANNEL_LAYER_URL = plain_redis_url("CHANNEL_LAYER_URL", "the channel layer (cha
 CACHE_URL = plain_redis_url("CACHE_URL", "Django's cache (django-redis)")
 # Prefix of every engine key (fb:{<session_id>}:rank ...). Tests use their own Redis database.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "fb")
-# Connections per process for the async engine client (requests beyond it wait for one).
+# Connections per process for the async engine client (requests beyond it wait for one); the live
+# scripts' batches keep REDIS_SCRIPT_BATCH_IN_FLIGHT of them between batches.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)
 # The live scripts' calls (the bid, the board, my standing) a process has under way at once; calls
 # made meanwhile wait for one to end, then go out together as one pipeline (core.scripts.batched).

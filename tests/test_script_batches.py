@@ -121,3 +121,82 @@ async def test_a_call_cancelled_while_its_reply_is_awaited_leaves_nothing_for_th
         assert int(plain.get(counter)) in (2, 3)
     finally:
         await client.aclose()
+
+
+class _CountingPool(aioredis.BlockingConnectionPool):
+    """The app's kind of pool (core.redis), counting what it hands out and takes back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.acquired = self.released = 0
+
+    async def get_connection(self, *args, **kwargs):
+        self.acquired += 1
+        return await super().get_connection(*args, **kwargs)
+
+    async def release(self, connection):
+        self.released += 1
+        await super().release(connection)
+
+
+async def test_calls_one_after_another_keep_one_connection_out_of_the_pool(started):
+    # The pool's acquire and release cost about as much CPU as the batch itself: the batcher keeps
+    # the connection it took, for every later call.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    pool = _CountingPool(port=port, decode_responses=True, max_connections=4, timeout=5)
+    client = aioredis.Redis(connection_pool=pool)
+    call = batched(client.register_script(SOURCE))
+    redis.Redis(port=port).script_load(SOURCE)  # no NOSCRIPT, whose load takes a connection of its own
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        assert [await call(keys=[counter], args=[f"r{n}"]) for n in range(30)] == [f"r{n}" for n in range(30)]
+        assert (pool.acquired, pool.released) == (1, 0)
+        # The rest of the client still has the pool's other connections.
+        assert await asyncio.wait_for(asyncio.gather(*(client.get(counter) for _ in range(3))), 5) == ["30"] * 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_kept_connection_closed_by_redis_is_opened_again_before_the_next_call(started):
+    # Redis restarted, or the connection killed: the next call must not fail on it (the pool checks
+    # the connections it hands out, and so must the batcher the connection it kept).
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    pool = _CountingPool(port=port, decode_responses=True, max_connections=4, timeout=5)
+    client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+    plain = redis.Redis(port=port, decode_responses=True)
+    call = batched(client.register_script(SOURCE))
+    plain.script_load(SOURCE)  # no NOSCRIPT, whose load takes a connection of its own
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        assert await call(keys=[counter], args=["warm"]) == "warm"
+        assert plain.client_kill_filter(_type="normal", skipme=True) == 1
+        await asyncio.sleep(0.2)  # the close reaches the client's side
+        assert await call(keys=[counter], args=["after"]) == "after"
+        assert int(plain.get(counter)) == 2
+        assert (pool.acquired, pool.released) == (1, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_kept_connection_that_fails_goes_back_to_the_pool(started):
+    # Redis away for a while: every call fails, none may keep a connection from the pool for good
+    # (two would exhaust this pool; the app's waits for a free one, then fails every bid).
+    port = processes.free_port()
+    server = started(processes.redis_server, port)
+    pool = _CountingPool(port=port, decode_responses=True, max_connections=2, timeout=2)
+    client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+    call = batched(client.register_script(SOURCE))
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        assert await call(keys=[counter], args=["warm"]) == "warm"
+        server.stop()
+        for _ in range(5):
+            with pytest.raises(redis.ConnectionError):
+                await call(keys=[counter], args=["lost"])
+        assert pool.acquired - pool.released == 0
+        started(processes.redis_server, port)
+        assert await asyncio.wait_for(call(keys=[counter], args=["back"]), 10) == "back"
+    finally:
+        await client.aclose()
