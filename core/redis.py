@@ -70,10 +70,11 @@ def _closed_transport(exc: TypeError) -> bool:
 
 
 # redis-py 8 turns on maintenance notifications ("auto": Redis Enterprise and Redis Cloud announce
-# planned moves of a shard), and with them on its pools skip their check of a connection before
-# handing it out (that Redis has not closed it, that nothing unread is on it): after a Redis
+# planned moves of a shard), and with them on its async pools skip their check of a connection
+# before handing it out (that Redis has not closed it, that nothing unread is on it): after a Redis
 # restart every pooled connection then failed its next command, a 503 to a bidder each. Our Redis
-# sends no such notifications; the check is worth more.
+# sends no such notifications; the check is worth more. (The sync pools' check of a closed socket
+# raises and reconnects either way; off there too, for the same check of unread data.)
 _CHECKED_CONNECTIONS = {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 

@@ -90,6 +90,8 @@ def batched(registered):
         loop = asyncio.get_running_loop()
         batcher = _batchers.get(loop)
         if batcher is None or batcher.client is not client:
+            if batcher is not None:  # another client now (tests): what the old one kept goes back
+                batcher.connections_release()
             batcher = _batchers[loop] = _Batcher(loop, client)
         if batcher.in_flight >= in_flight:
             return await batcher.queue(registered, keys, args)
@@ -115,10 +117,11 @@ class _Batcher:
         self._queued: list[tuple[object, list, list, asyncio.Future]] = []
         self._sending: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak ones)
         # Connections taken from the client's pool and kept between batches, one per batch under
-        # way; a connection goes back to the pool only after an error. The pool's get_connection
-        # and release cost ~40 us of CPU a batch on top of the batch's own ~45 (its condition,
-        # timeout and lock, redis-py's observability hooks; ad hoc, uvloop, a PING a batch): at
-        # moderate load every batch is one bid (docs/PERFORMANCE.md, session 11).
+        # way; a connection goes back to the pool only after an error or a cancel, or when the
+        # batcher is replaced. The pool's get_connection and release cost ~40 us of CPU a batch on
+        # top of the batch's own ~45 (its condition, timeout and lock, redis-py's observability
+        # hooks; ad hoc, uvloop, a PING a batch): at moderate load every batch is one bid
+        # (docs/PERFORMANCE.md, session 11).
         self._idle: list = []
 
     def queue(self, registered, keys: list, args: list) -> asyncio.Future:
@@ -168,7 +171,11 @@ class _Batcher:
         lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:
             scripts = [registered.script for registered in {id(batch[n][0]): batch[n][0] for n in lost}.values()]
-            for n, reply in zip(lost, await self._execute([batch[n] for n in lost], loads=scripts), strict=True):
+            try:
+                again = await self._execute([batch[n] for n in lost], loads=scripts)
+            except Exception as exc:  # noqa: BLE001 (the lost calls' error; the others ran and keep their replies)
+                again = [exc] * len(lost)
+            for n, reply in zip(lost, again, strict=True):
                 replies[n] = reply
         return replies
 
@@ -189,9 +196,9 @@ class _Batcher:
         connection = self._idle.pop() if reused else await self.client.connection_pool.get_connection()
         try:
             # A kept connection that Redis closed (a restart), or with data on it that nobody asked
-            # for, is opened anew (the send connects). redis-py's pool makes this check only with
-            # its maintenance notifications off ("auto" by default): the pool's connections would
-            # fail the first command after a restart. Also what the pool's release would do.
+            # for, is opened anew (the send connects): the check the pool makes as it hands out a
+            # connection (with its maintenance notifications off: core.redis), and the one its
+            # release makes (should_reconnect).
             if reused and (connection.should_reconnect() or (connection.is_connected and await connection.can_read())):
                 await connection.disconnect()
             await connection.send_packed_command(packed)
@@ -206,11 +213,18 @@ class _Batcher:
         except BaseException:
             # A reply left unread would be taken for the next command's: the connection goes (as
             # redis-py's own send and read do on an error), back to the pool, disconnected.
-            await connection.disconnect(nowait=True)
-            self._release(connection)
+            try:
+                await connection.disconnect(nowait=True)
+            finally:
+                self._release(connection)
             raise
         self._idle.append(connection)
         return replies
+
+    def connections_release(self) -> None:
+        """Give the kept connections back to the pool (the batcher is being replaced)."""
+        while self._idle:
+            self._release(self._idle.pop())
 
     def _release(self, connection) -> None:
         """Give a connection back to the pool. A cancel must not cut the release short (the pool

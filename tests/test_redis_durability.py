@@ -106,10 +106,17 @@ def test_pooled_connections_closed_by_redis_are_opened_again_before_their_next_c
         return await asyncio.gather(*(client.get("k") for _ in range(3)))
 
     async def scenario():
-        assert await three_at_once() == ["v"] * 3  # three connections in the async pool
-        assert plain.client_kill_filter(_type="normal", skipme=True) >= 4
-        await asyncio.sleep(0.2)  # the closes reach the client's side
-        return await three_at_once()
+        try:
+            assert await three_at_once() == ["v"] * 3  # three connections in the async pool
+            assert plain.client_kill_filter(_type="normal", skipme=True) >= 4
+            await asyncio.sleep(0.2)  # the closes reach the client's side
+            return await three_at_once()
+        finally:
+            await get_async_redis().aclose(close_connection_pool=True)
 
-    assert asyncio.run(scenario()) == ["v"] * 3
-    assert sync_client.get("k") == "v"
+    try:
+        assert asyncio.run(scenario()) == ["v"] * 3
+        assert sync_client.get("k") == "v"  # (the sync pool finds a closed socket either way)
+    finally:
+        sync_client.close()
+        plain.close()

@@ -1,7 +1,9 @@
 """Batched script calls (core.scripts.batched, the bid path's EVALSHAs) against the real Redis:
 calls made while one is under way go out together as one pipeline, each with its own reply or
-error, each run exactly once; a flushed script is loaded again; a caller gone before its call went
-out is not sent; a connection error reaches every call of a batch."""
+error, each run exactly once; a flushed script is loaded again (one that cannot be fails only its
+own calls); a caller gone before its call went out is not sent; a connection error reaches every
+call of a batch; the connection is kept between calls, checked before each, and given back to the
+pool after a failure or when the batcher is replaced."""
 
 import asyncio
 import uuid
@@ -155,7 +157,7 @@ async def test_calls_one_after_another_keep_one_connection_out_of_the_pool(start
         # The rest of the client still has the pool's other connections.
         assert await asyncio.wait_for(asyncio.gather(*(client.get(counter) for _ in range(3))), 5) == ["30"] * 3
     finally:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)  # a pool of the test's own
 
 
 async def test_a_kept_connection_closed_by_redis_is_opened_again_before_the_next_call(started):
@@ -177,7 +179,7 @@ async def test_a_kept_connection_closed_by_redis_is_opened_again_before_the_next
         assert int(plain.get(counter)) == 2
         assert (pool.acquired, pool.released) == (1, 0)
     finally:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)  # a pool of the test's own
 
 
 async def test_a_kept_connection_that_fails_goes_back_to_the_pool(started):
@@ -199,4 +201,47 @@ async def test_a_kept_connection_that_fails_goes_back_to_the_pool(started):
         started(processes.redis_server, port)
         assert await asyncio.wait_for(call(keys=[counter], args=["back"]), 10) == "back"
     finally:
+        await client.aclose(close_connection_pool=True)  # a pool of the test's own
+
+
+async def test_a_batcher_replaced_for_another_client_gives_its_connection_back(started):
+    # One batcher per event loop: calls through another client replace it (tests that point the
+    # engine at another Redis do), and the connection the first one kept goes back to its pool.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    redis.Redis(port=port).script_load(SOURCE)
+    pools = [_CountingPool(port=port, decode_responses=True, max_connections=2, timeout=5) for _ in range(2)]
+    clients = [aioredis.Redis(connection_pool=pool) for pool in pools]
+    calls = [batched(client.register_script(SOURCE)) for client in clients]
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        assert await calls[0](keys=[counter], args=["first"]) == "first"
+        assert await calls[1](keys=[counter], args=["second"]) == "second"
+        assert [(pool.acquired, pool.released) for pool in pools] == [(1, 1), (1, 0)]
+    finally:
+        for client in clients:
+            await client.aclose(close_connection_pool=True)
+
+
+async def test_a_script_that_cannot_be_loaded_fails_its_own_calls_only(started):
+    # In one batch, a call that ran keeps its reply when another call's script, lost (NOSCRIPT),
+    # cannot be loaded again: a bid that Redis accepted is never answered with another call's error.
+    port = processes.free_port()
+    started(processes.redis_server, port)
+    plain = redis.Redis(port=port, decode_responses=True)
+    plain.script_load(SOURCE)
+    client = aioredis.Redis(port=port, decode_responses=True)
+    good = batched(client.register_script(SOURCE))
+    broken = batched(client.register_script("return +"))  # not Lua: SCRIPT LOAD refuses it
+    counter = f"test:batches:{uuid.uuid4()}"
+    try:
+        under_way = asyncio.create_task(good(keys=[counter], args=["first"]))
+        await asyncio.sleep(0)  # the first is sent; the next two wait behind it and go out together
+        replies = await asyncio.gather(good(keys=[counter], args=["ran"]), broken(keys=[counter], args=["x"]),
+                                       return_exceptions=True)
+        assert await under_way == "first"
+    finally:
         await client.aclose()
+    assert replies[0] == "ran"
+    assert isinstance(replies[1], redis.ResponseError), replies
+    assert int(plain.get(counter)) == 2
