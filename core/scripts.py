@@ -203,7 +203,7 @@ class _Batcher:
                 await connection.disconnect()
             await connection.send_packed_command(packed)
             for _ in loads:
-                await connection.read_response()  # the script's SHA (a refusal is raised: the batch fails)
+                await connection.read_response()  # the script's SHA (a refusal is raised: these calls fail)
             replies = []
             for _ in batch:
                 try:
