@@ -195,12 +195,13 @@ class _Batcher:
         reused = bool(self._idle)
         connection = self._idle.pop() if reused else await self.client.connection_pool.get_connection()
         try:
-            # A kept connection that Redis closed (a restart), or with data on it that nobody asked
-            # for, is opened anew (the send connects): the check the pool makes as it hands out a
-            # connection (with its maintenance notifications off: core.redis), and the one its
-            # release makes (should_reconnect).
-            if reused and (connection.should_reconnect() or (connection.is_connected and await connection.can_read())):
-                await connection.disconnect()
+            if reused:
+                # The checks the pool makes as it takes a connection back and hands it out: one
+                # Redis closed (a restart), or with data on it that nobody asked for, is opened anew
+                # (the second check runs with the pool's maintenance notifications off: core.redis).
+                if connection.should_reconnect():
+                    await connection.disconnect()
+                await self.client.connection_pool.ensure_connection(connection)
             await connection.send_packed_command(packed)
             for _ in loads:
                 await connection.read_response()  # the script's SHA (a refusal is raised: these calls fail)

@@ -13,6 +13,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 from core.redis import get_async_redis, get_redis
 from core.scripts import batched
@@ -126,10 +127,11 @@ async def test_a_call_cancelled_while_its_reply_is_awaited_leaves_nothing_for_th
 
 
 class _CountingPool(aioredis.BlockingConnectionPool):
-    """The app's kind of pool (core.redis), counting what it hands out and takes back."""
+    """The app's kind of pool (core.redis: blocking, maintenance notifications off, so that it
+    checks a connection before handing it out), counting what it hands out and takes back."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, maint_notifications_config=MaintNotificationsConfig(enabled=False), **kwargs)
         self.acquired = self.released = 0
 
     async def get_connection(self, *args, **kwargs):
