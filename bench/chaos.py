@@ -37,7 +37,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,12 +69,6 @@ FAULT_BUDGET = {"worker_kill": 4, "redis_restart": 4, "redis_flush": 10, "postgr
 
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_ports(count: int) -> list[int]:
@@ -155,7 +148,8 @@ class Stack:
         self.metrics_dir = self.tmp / "metrics"
         self.metrics_dir.mkdir()
         self.pg_bin = postgres_bin()
-        self.pg_port, self.redis_port, self.web_port = free_port(), free_port(), free_port()
+        # Three distinct ports (the kernel's port 0, asked three times, may give one twice).
+        self.pg_port, self.redis_port, self.web_port = spare_ports(3, bus=False)
         # --cluster: the engine's masters (their cluster bus ports, +10000, must be free too).
         self.node_ports = cluster_ports(3) if args.cluster else []
         for port in self.node_ports:

@@ -12,14 +12,37 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from tests.xdist_env import worker_index
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+# The ports free_port hands out: a block of its own for each test process (pytest-xdist, up to
+# four), below the kernel's ephemeral range (32768 up, where every client socket takes its port),
+# between the test Redis Clusters' ports (tests/redis_cluster.py: 7101 to 9000) and their bus ports
+# (17101 up). A port the kernel picks for port 0 is free only until someone else asks: two test
+# processes, or two calls for one scale-out, got the same one and a server failed to bind it.
+_PORT_BLOCK = 1_500
+_FIRST_PORT = 11_000
+_next_port = 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, not handed out before by this process (until its block of
+    ports wraps) and never by another test process."""
+    global _next_port
+    first = _FIRST_PORT + _PORT_BLOCK * worker_index()
+    for _ in range(_PORT_BLOCK):
+        port = first + _next_port
+        _next_port = (_next_port + 1) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {first}..{first + _PORT_BLOCK - 1}")
 
 
 def test_env(**extra: str) -> dict[str, str]:
