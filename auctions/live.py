@@ -10,8 +10,12 @@ script and each MULTI stays valid on Redis Cluster. A MULTI is asked for by name
 (`pipeline(transaction=True)`): redis-py's cluster pipeline is not one by default.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from auctions.models import Bid, BiddingSession, SessionStatus
 from auctions.rules import price_to_cents, rank_member, to_us
@@ -39,7 +43,9 @@ class SessionKeys:
         return [self.params, self.rank, self.bids, self.stream, self.meta, self.names]
 
 
+@functools.lru_cache(maxsize=1024)
 def session_keys(session_id: object) -> SessionKeys:
+    """A session's keys, remembered: every bid needs them (six names, six reads of a setting)."""
     return SessionKeys(
         params=session_key(session_id, "params"),
         rank=session_key(session_id, "rank"),
@@ -48,6 +54,12 @@ def session_keys(session_id: object) -> SessionKeys:
         meta=session_key(session_id, "meta"),
         names=session_key(session_id, "names"),
     )
+
+
+@receiver(setting_changed)
+def _keys_forget(*, setting: str, **kwargs) -> None:
+    if setting == "REDIS_KEY_PREFIX":
+        session_keys.cache_clear()
 
 
 def script(client, name: str):

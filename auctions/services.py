@@ -29,6 +29,9 @@ _REJECTIONS = {
     "below_upset_price": (ErrorCode.BELOW_UPSET_PRICE, "The price is below the session's upset price."),
     "rate_limited": (ErrorCode.RATE_LIMITED, "Too many bids; slow down."),
 }
+# Each outcome's counter, looked up once: `labels()` (a lock and a dict) was ~2 % of a web
+# process's CPU per bid.
+_OUTCOMES = {outcome: BIDS.labels(outcome) for outcome in ("accepted", *_REJECTIONS)}
 
 Uuid = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
 # Fields of BidResult that are not part of the answer's body.
@@ -80,8 +83,8 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
                                           session_id=session_id)
     if reply[0] == "err":
         code = reply[1]
-        BIDS.labels(code).inc()
         error_code, detail = _REJECTIONS[code]
+        _OUTCOMES[code].inc()
         retry_after = max(1, -(-int(reply[2]) // 1000)) if code == "rate_limited" else None
         extra = _not_higher_hint(reply, user) if code == "not_higher" else None
         raise ApplicationError(error_code, detail, retry_after=retry_after, extra=extra)
@@ -89,7 +92,7 @@ async def bid_place(*, session_id: str, user: CurrentUser, price: Decimal,
         reply = [*reply, "0", "0"]
     (_, score, rank, total, threshold, seq, accepted_us, version, winning, replayed, end_us, extended,
      *terms) = reply
-    BIDS.labels("accepted").inc()
+    _OUTCOMES["accepted"].inc()
     BID_LATENCY.observe(time.perf_counter() - started)
     return BidResult(
         session_id=session_id,

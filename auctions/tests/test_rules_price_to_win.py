@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auctions.rules import MAX_PRICE, PRICE_QUANTUM, RankedBid, bid_score, price_to_win, ranking_order
+from auctions.rules import MAX_PRICE, PRICE_QUANTUM, RankedBid, bid_score, cents_to_price, price_to_win, ranking_order
 
 START_US = 1_700_000_000_000_000
 prices = st.integers(1, 10_000_00).map(lambda cents: Decimal(cents) / 100)
@@ -67,3 +67,10 @@ def test_the_hint_is_above_the_bidders_own_price():
     # Beating a rival's 50.00 strictly: 50.01.
     assert price_to_win(alpha=1.0, beta=0.0, gamma=0.0, weight=1.0, start_us=START_US, at_us=START_US,
                         rival_score=50.0, upset_price=Decimal("10.00"), own_price=None) == Decimal("50.01")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(cents=st.integers(1, int(MAX_PRICE * 100)))
+def test_a_price_in_cents_over_100_is_the_same_double_as_the_price(cents):
+    """price_to_win scores cents / 100 where bid_score takes float(price): the same double."""
+    assert cents / 100 == float(cents_to_price(cents)) == float(str(cents_to_price(cents)))
