@@ -167,7 +167,7 @@ def price_to_win(*, alpha: float, beta: float, gamma: float, weight: float, star
     # bid_score's arithmetic, its terms in its order, with float(price) as cents / 100: Python
     # divides two integers correctly rounded, so that is the double nearest the price, as
     # float(cents_to_price(cents)) and Lua's tonumber("123.45") are, without a Decimal per
-    # evaluation (this runs for most accepted bids: their answer's price to win).
+    # evaluation (this runs for every accepted bid outside the top K: its answer's price to win).
     elapsed = (at_us - start_us) / 1_000_000
     time_term, weight_term = beta / (elapsed + 1), gamma * weight
 
