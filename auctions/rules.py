@@ -139,7 +139,7 @@ def cents_to_price(cents: int) -> Decimal:
     return (Decimal(cents) / 100).quantize(PRICE_QUANTUM)
 
 
-def bid_score(*, alpha: float, beta: float, gamma: float, price: Decimal, weight: float,
+def bid_score(*, alpha: float, beta: float, gamma: float, price: Decimal | float, weight: float,
               accepted_us: int, start_us: int) -> float:
     """score = alpha * price + beta / (T + 1) + gamma * weight, T in seconds since the start.
 
@@ -164,22 +164,23 @@ def price_to_win(*, alpha: float, beta: float, gamma: float, weight: float, star
     if low > high:
         return None
 
-    # bid_score's arithmetic, its terms in its order, with float(price) as cents / 100: Python
-    # divides two integers correctly rounded, so that is the double nearest the price, as
-    # float(cents_to_price(cents)) and Lua's tonumber("123.45") are, without a Decimal per
-    # evaluation (this runs for every accepted bid outside the top K: its answer's price to win).
-    elapsed = (at_us - start_us) / 1_000_000
-    time_term, weight_term = beta / (elapsed + 1), gamma * weight
-
     def wins(cents: int) -> bool:
-        return rival_score is None or alpha * (cents / 100) + time_term + weight_term > rival_score
+        # The price as cents / 100: Python divides two integers correctly rounded, so that is the
+        # double nearest the price, float(cents_to_price(cents)) and Lua's tonumber("123.45"),
+        # without a Decimal per evaluation (this runs for every accepted bid outside the top K:
+        # its answer's price to win).
+        score = bid_score(alpha=alpha, beta=beta, gamma=gamma, price=cents / 100, weight=weight, accepted_us=at_us,
+                          start_us=start_us)
+        return rival_score is None or score > rival_score
 
     if not wins(high):
         return None
     if rival_score is not None and alpha > 0:
         # Start from the closed form (exact but for rounding) and narrow to it: a few evaluations
         # instead of the ~37 of a search over every cent (the `you` frames compute many of these).
-        estimate = (rival_score - (time_term + weight_term)) / alpha * 100
+        rest = bid_score(alpha=0.0, beta=beta, gamma=gamma, price=0.0, weight=weight, accepted_us=at_us,
+                         start_us=start_us)
+        estimate = (rival_score - rest) / alpha * 100
         guess = min(max(math.ceil(estimate), low), high) if math.isfinite(estimate) else low
         if wins(guess):
             high = guess

@@ -80,11 +80,9 @@ _CHECKED_CONNECTIONS = {"maint_notifications_config": MaintNotificationsConfig(e
 
 def redis_client_new(*, timeout: float = 10, **options) -> redis.Redis | redis.RedisCluster:
     """A new sync client of the engine's Redis (plain or cluster, as configured)."""
-    if settings.REDIS_CLUSTER:
-        return redis.RedisCluster.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout,
-                                           **options)
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout,
-                                **_CHECKED_CONNECTIONS, **options)
+    # (The cluster client is left as redis-py makes it: it hands its node connections out unchecked.)
+    cls, checked = (redis.RedisCluster, {}) if settings.REDIS_CLUSTER else (redis.Redis, _CHECKED_CONNECTIONS)
+    return cls.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=timeout, **checked, **options)
 
 
 @cache

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from bench import ports
 from tests.xdist_env import worker_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,8 @@ def free_port() -> int:
     for _ in range(_PORT_BLOCK):
         port = first + _next_port
         _next_port = (_next_port + 1) % _PORT_BLOCK
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        if ports.port_free(port):
+            return port
     raise RuntimeError(f"no free port in {first}..{first + _PORT_BLOCK - 1}")
 
 
