@@ -90,8 +90,11 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# No "daphne" app: it only makes `manage.py runserver` serve ASGI, and its import installs Twisted's
+# reactor in every process that loads the apps (web, worker, beat, commands): 15 MB of RSS per
+# process for a server none of them runs. `make up` is the development server; daphne itself, as the
+# tests run it, needs no app (docs/PERFORMANCE.md, session 13).
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
