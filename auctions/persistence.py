@@ -93,6 +93,24 @@ def _ensure_group(client: redis.Redis, stream: str) -> None:
             raise
 
 
+def _group_read(client: redis.Redis, stream: str, command, *args, **kwargs):
+    """`command(*args, **kwargs)`, a read of the stream through PERSIST_GROUP. Redis may have lost
+    the stream or its group since the drain began (NOGROUP: a flush, a restart without its data):
+    the group is made again, from the stream's first entry, and the read tried once more. The drain
+    then goes on with what the stream now holds, and the tick restores the session's live state
+    after it (auctions.recovery.live_states_check); before, the error ended the whole tick, and the
+    restore and the other sessions of its share waited for the next one."""
+    try:
+        return command(*args, **kwargs)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("NOGROUP"):
+            raise
+        logger.warning("persist: %s or its consumer group vanished during a drain (Redis lost data); "
+                       "made again", stream)
+    _ensure_group(client, stream)
+    return command(*args, **kwargs)
+
+
 _BATCH_TABLE_SQL = """
 CREATE TEMP TABLE persist_batch (
     session_id uuid, bidder_id uuid, seq bigint, price numeric(12, 2),
@@ -286,7 +304,8 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
         """Batches from XREADGROUP at `start` ("0": own pending entries; ">": new ones) until none."""
         nonlocal batches
         while batches < max_batches:
-            reply = client.xreadgroup(PERSIST_GROUP, me, {stream: start}, count=BATCH_SIZE)
+            reply = _group_read(client, stream, client.xreadgroup, PERSIST_GROUP, me, {stream: start},
+                                count=BATCH_SIZE)
             entries = reply[0][1] if reply else []
             if not entries:
                 return
@@ -298,8 +317,8 @@ def session_drain(*, session_id: str, report: PersistReport | None = None, recla
 
     cursor = "0-0"
     while batches < max_batches:  # entries left pending by a dead or stuck consumer
-        cursor, entries, _deleted = client.xautoclaim(stream, PERSIST_GROUP, me, reclaim_idle_ms,
-                                                      start_id=cursor, count=BATCH_SIZE)
+        cursor, entries, _deleted = _group_read(client, stream, client.xautoclaim, stream, PERSIST_GROUP, me,
+                                                reclaim_idle_ms, start_id=cursor, count=BATCH_SIZE)
         _apply(client, stream, session_id, entries, report)
         batches += 1
         on_batch()
@@ -336,7 +355,7 @@ def session_drain_completely(*, session_id: str) -> None:
                 time.sleep(0.05)
             session_drain(session_id=session_id, reclaim_idle_ms=0, max_batches=10**9,
                           on_batch=lambda: _lease_renew(lease))
-            pending = client.xpending(stream, PERSIST_GROUP)["pending"]
+            pending = _group_read(client, stream, client.xpending, stream, PERSIST_GROUP)["pending"]
             if not pending:
                 return
             logger.info("drain of %s: %d entries still pending on other consumers; draining again", session_id,

@@ -134,6 +134,33 @@ def test_the_persist_tick_restores_a_state_older_than_postgresql(make_session):
     assert get_redis().zcard(keys.rank) == 2 and live.counters(session.pk)[0] == 2
 
 
+def test_a_tick_during_which_redis_loses_a_session_drains_every_session_and_restores_it(make_session, monkeypatch):
+    """Redis loses a session's keys (its stream and consumer group too) between two reads of a
+    drain, as a FLUSHALL in a chaos run did: the drain goes on (NOGROUP, the group made again), the
+    tick's other session is drained, and the lost state is restored in the same tick."""
+    lost, other = make_session(), make_session()
+    a, b = bidding.bidders(2)
+    _bid(lost, a, "20.00")
+    _bid(lost, b, "21.00")
+    _bid(other, a, "30.00")
+    apply = persistence._apply
+
+    def apply_then_lose(client, stream, session_id, entries, report):
+        apply(client, stream, session_id, entries, report)
+        if session_id == str(lost.pk) and entries:
+            _forget_session(lost)  # written to PostgreSQL, then gone from Redis
+
+    monkeypatch.setattr(persistence, "_apply", apply_then_lose)
+
+    report = recovery.persist_tick(session_ids=[str(lost.pk), str(other.pk)])
+
+    assert sorted(report["drained"]) == sorted([str(lost.pk), str(other.pk)])
+    assert report["events"] == 3 and report["restored"] == [str(lost.pk)]
+    assert BidEvent.objects.filter(session=lost).count() == 2 and BidEvent.objects.filter(session=other).count() == 1
+    assert live.is_whole(lost.pk) and get_redis().zcard(live.session_keys(lost.pk).rank) == 2
+    assert _bid(lost, a, "25.00").seq == 3
+
+
 def test_rebuild_leaderboard_drains_first_and_bidding_goes_on(make_session):
     session = make_session()
     users = bidding.bidders(3)
