@@ -2,6 +2,7 @@
 random ids costs no SQL on the bid, the board, my bid or the WebSocket, and queues nothing on the
 one sync thread the cold paths of real sessions share."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -56,6 +57,31 @@ def test_the_known_ids_come_back_with_one_query_after_redis_lost_them(make_sessi
                         + [("GET", f"/api/sessions/{session.pk}/leaderboard/meta", None)], headers)
 
     assert [r.status_code for r in answers] == [404, 404, 404, 200]
+    rebuilds = [sql for sql in executed_sql if "auctions_biddingsession" in sql and "WHERE" not in sql]
+    assert len(rebuilds) == 1
+
+
+def test_requests_that_all_found_the_known_ids_gone_refill_them_with_one_query(make_session, make_user, auth_header,
+                                                                             executed_sql):
+    """Many requests at once find the set gone (bidders resuming after a FLUSHALL): the first
+    refills it, the others find it refilled, whatever order their rebuilds run in."""
+    from flashbid.asgi import application
+
+    session = make_session()
+    headers = auth_header(make_user())
+    _requests([("GET", "/api/auth/me", None)], headers)
+    get_redis().delete(live.KNOWN_SESSIONS_KEY)
+    executed_sql.clear()
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                                     base_url="http://localhost") as client:
+            return await asyncio.gather(*(client.get(f"/api/sessions/{session.pk}/leaderboard/meta", headers=headers)
+                                          for _ in range(20)))
+
+    answers = async_to_sync(go)()
+
+    assert [r.status_code for r in answers] == [200] * 20
     rebuilds = [sql for sql in executed_sql if "auctions_biddingsession" in sql and "WHERE" not in sql]
     assert len(rebuilds) == 1
 
