@@ -502,7 +502,13 @@ def test_bids_after_redis_came_back_older_than_postgresql_are_all_kept_and_ranke
                              message="the first two bids persisted")
         snapshot = {}
         for name in session_key_names(r, sid):
-            dumped, ttl = raw.dump(name), raw.pttl(name)
+            # Value and time to live read in one transaction: read apart, a key that expired in
+            # between (the drain lease, released just then) came back below with no expiry at
+            # all, a lease held for ever, and the session was never settled.
+            pipe = raw.pipeline(transaction=True)
+            pipe.dump(name)
+            pipe.pttl(name)
+            dumped, ttl = pipe.execute()
             if dumped is not None:
                 snapshot[name] = (dumped, ttl)
 
@@ -517,7 +523,7 @@ def test_bids_after_redis_came_back_older_than_postgresql_are_all_kept_and_ranke
         restored_at = time.monotonic()
         raw.delete(*session_key_names(r, sid))
         for name, (dumped, ttl) in snapshot.items():
-            raw.restore(name, max(ttl, 0), dumped, replace=True)
+            raw.restore(name, max(ttl, 0), dumped, replace=True)  # -1, no expiry: 0 (none)
 
         after = [accepted(bid(s.http, sid, auth_header(d), "24.00")),
                  accepted(bid(s.http, sid, auth_header(b), "23.00")),
