@@ -115,13 +115,24 @@ def missing_remember(session_id: object) -> None:
 
 # Every session id PostgreSQL holds (kept with the sessions: auctions.receivers; rebuilt by
 # auctions.recovery when Redis lost it), so that an unknown id costs no SQL. The sentinel member
-# makes the set exist while there is no session at all.
+# says the set is whole: only a rebuild adds it, after every id. A set without it (Redis lost the
+# set, then a session saved since added its own id) answers nothing, so the others are not taken
+# for unknown ones; it is rebuilt first.
 KNOWN_SESSIONS_KEY = key("sessions")
 KNOWN_SENTINEL = "-"
 
 
 def known_add(*session_ids: object) -> None:
-    get_redis().sadd(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL, *map(str, session_ids))
+    get_redis().sadd(KNOWN_SESSIONS_KEY, *map(str, session_ids))
+
+
+def known_whole(client=None) -> None:
+    """Mark the set whole: every session id PostgreSQL held is in it (auctions.recovery)."""
+    (client or get_redis()).sadd(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL)
+
+
+def known_is_whole(client=None) -> bool:
+    return bool((client or get_redis()).sismember(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL))
 
 
 def known_remove(session_id: object) -> None:
@@ -129,12 +140,9 @@ def known_remove(session_id: object) -> None:
 
 
 async def known_check(session_id: object) -> bool | None:
-    """Whether PostgreSQL holds this session, from Redis alone; None when Redis lost the set."""
-    pipe = get_async_redis().pipeline(transaction=False)
-    pipe.exists(KNOWN_SESSIONS_KEY)
-    pipe.sismember(KNOWN_SESSIONS_KEY, str(session_id))
-    exists, member = await pipe.execute()
-    return bool(member) if exists else None
+    """Whether PostgreSQL holds this session, from Redis alone; None when the set is not whole."""
+    whole, member = await get_async_redis().smismember(KNOWN_SESSIONS_KEY, [KNOWN_SENTINEL, str(session_id)])
+    return bool(member) if whole else None
 
 
 def params_forget(session_id: object) -> None:

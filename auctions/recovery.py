@@ -106,14 +106,14 @@ def known_sessions_rebuild() -> bool:
     if not lock.acquire():
         return False
     try:
-        # Every request that found the set gone comes here; all but the first find it refilled (a
-        # chaos run's FLUSHALL, 200 bidders resuming at once, had cost 62 rebuilds in a row).
-        if client.exists(live.KNOWN_SESSIONS_KEY):
+        # Every request that found the set not whole comes here; all but the first find it refilled
+        # (a chaos run's FLUSHALL, 200 bidders resuming at once, had cost 62 rebuilds in a row).
+        if live.known_is_whole(client):
             return True
         ids = [str(pk) for pk in BiddingSession.objects.values_list("pk", flat=True)]
         for start in range(0, len(ids), 10_000):
             live.known_add(*ids[start:start + 10_000])
-        live.known_add()
+        live.known_whole(client)  # last: the set answers only once every id is in it
         logger.warning("rebuilt the set of known session ids from PostgreSQL: %d session(s)", len(ids))
         return True
     finally:

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
-from auctions import live
+from auctions import live, recovery
 from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +29,9 @@ def _requests(paths_and_methods, headers):
 
 
 def test_unknown_session_ids_cost_no_sql(make_session, make_user, auth_header, executed_sql):
-    make_session()  # the set of known ids exists (kept with the sessions)
+    make_session()
+    # The set whole: rebuilt once after Redis began empty, kept with the sessions since.
+    recovery.known_sessions_rebuild()
     headers = auth_header(make_user())
     _requests([("GET", "/api/auth/me", None)], headers)  # warm the user cache
     executed_sql.clear()
@@ -86,10 +88,28 @@ def test_requests_that_all_found_the_known_ids_gone_refill_them_with_one_query(m
     assert len(rebuilds) == 1
 
 
+def test_a_session_saved_after_redis_lost_the_known_ids_does_not_make_the_others_unknown(make_session, make_user,
+                                                                                        auth_header):
+    """The saved session's id goes into a set Redis has begun again; until a rebuild the set is
+    not whole, so an older session whose live state must be restored is still found."""
+    older = make_session()
+    headers = auth_header(make_user())
+    client = get_redis()
+    client.delete(live.KNOWN_SESSIONS_KEY, live.session_keys(older.pk).params)  # Redis lost both
+    make_session()
+
+    answers = _requests([("GET", f"/api/sessions/{older.pk}/leaderboard/meta", None),
+                         ("POST", f"/api/sessions/{older.pk}/bids", {"price": "20.00"})], headers)
+
+    assert [r.status_code for r in answers] == [200, 201], [r.text for r in answers]
+    assert client.sismember(live.KNOWN_SESSIONS_KEY, live.KNOWN_SENTINEL)
+
+
 def test_a_socket_to_an_unknown_session_is_closed_before_it_costs_anything(make_session, executed_sql):
     from flashbid.asgi import application
 
     make_session()
+    recovery.known_sessions_rebuild()
     executed_sql.clear()
 
     async def go():
