@@ -773,10 +773,10 @@ def main() -> None:
                          "p99 ≤ 300 ms"))
             for name, rss in servers.rss_mb().items():
                 if name.startswith(("web", "ws")):
-                    # Issue 18's bound is for the suite as it runs by default (its 1,000 sockets); each
-                    # socket holds ~30 KB (docs/PERFORMANCE.md, session 13).
+                    # Issue 18's bound is for the suite's own 1,000 sockets; each socket holds ~28 KB
+                    # (docs/PERFORMANCE.md, session 13).
                     rows.append((f"RSS {name} after serving the {sizes['listeners']:,} sockets", f"{rss:.0f} MB",
-                                 "" if args.listeners else "≤ 150 MB"))
+                                 "≤ 150 MB" if sizes["listeners"] == 1_000 else ""))
 
         servers.stop("worker", "beat")  # the persist and settlement runs below own the streams
         if "persist" not in skip:

@@ -134,23 +134,30 @@ def test_the_persist_tick_restores_a_state_older_than_postgresql(make_session):
     assert get_redis().zcard(keys.rank) == 2 and live.counters(session.pk)[0] == 2
 
 
-def test_a_tick_during_which_redis_loses_a_session_drains_every_session_and_restores_it(make_session, monkeypatch):
-    """Redis loses a session's keys (its stream and consumer group too) between two reads of a
-    drain, as a FLUSHALL in a chaos run did: the drain goes on (NOGROUP, the group made again), the
-    tick's other session is drained, and the lost state is restored in the same tick."""
+@pytest.mark.parametrize("lost_at", ["between_reads", "while_writing"])
+def test_a_tick_during_which_redis_loses_a_session_drains_every_session_and_restores_it(make_session, monkeypatch,
+                                                                                      lost_at):
+    """Redis loses a session's keys (its stream and consumer group too) during a drain, as a
+    FLUSHALL in a chaos run did: between two reads (the next read meets NOGROUP: the group is made
+    again) or while a batch is being written to PostgreSQL (its acknowledgement and trim find no
+    stream). The drain goes on, the tick's other session is drained, and the lost state is
+    restored in the same tick."""
     lost, other = make_session(), make_session()
     a, b = bidding.bidders(2)
     _bid(lost, a, "20.00")
     _bid(lost, b, "21.00")
     _bid(other, a, "30.00")
-    apply = persistence._apply
+    name = "_apply" if lost_at == "between_reads" else "entries_write"
+    step = getattr(persistence, name)
 
-    def apply_then_lose(client, stream, session_id, entries, report):
-        apply(client, stream, session_id, entries, report)
+    def step_then_lose(*args, **kwargs):
+        done = step(*args, **kwargs)
+        session_id, entries = (kwargs["session_id"], kwargs["entries"]) if kwargs else (args[2], args[3])
         if session_id == str(lost.pk) and entries:
             _forget_session(lost)  # written to PostgreSQL, then gone from Redis
+        return done
 
-    monkeypatch.setattr(persistence, "_apply", apply_then_lose)
+    monkeypatch.setattr(persistence, name, step_then_lose)
 
     report = recovery.persist_tick(session_ids=[str(lost.pk), str(other.pk)])
 
