@@ -3,7 +3,7 @@
 up:  ## bring the whole system up (web, worker, beat, flower); Ctrl-C stops it
 	deploy/up.sh
 
-scale-out:  ## nginx + 2 daphnes + PgBouncer + own Redis + worker + beat + Flower on this machine; Ctrl-C stops it
+scale-out:  ## nginx + 2 uvicorns (HTTP) + 1 for /ws/ + PgBouncer + own Redis + worker + beat + Flower on this machine; Ctrl-C stops it
 	deploy/scale-out.sh
 
 scale-out-cluster:  ## the same with the engine on a Redis Cluster of 3 masters of its own (the plain Redis: broker, channels, cache)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bring the whole system up on this machine: bootstrap, migrate, seed, then daphne + Celery worker
+# Bring the whole system up on this machine: bootstrap, migrate, seed, then the web processes (uvicorn) + Celery worker
 # + beat + Flower under honcho (deploy/Procfile). Ctrl-C stops all of them (exit status 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
