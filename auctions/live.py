@@ -126,13 +126,13 @@ def known_add(*session_ids: object) -> None:
     get_redis().sadd(KNOWN_SESSIONS_KEY, *map(str, session_ids))
 
 
-def known_whole(client=None) -> None:
+def known_whole() -> None:
     """Mark the set whole: every session id PostgreSQL held is in it (auctions.recovery)."""
-    (client or get_redis()).sadd(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL)
+    get_redis().sadd(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL)
 
 
-def known_is_whole(client=None) -> bool:
-    return bool((client or get_redis()).sismember(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL))
+def known_is_whole() -> bool:
+    return bool(get_redis().sismember(KNOWN_SESSIONS_KEY, KNOWN_SENTINEL))
 
 
 def known_remove(session_id: object) -> None:

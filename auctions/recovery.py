@@ -101,19 +101,18 @@ def known_sessions_rebuild() -> bool:
     """Refill the set of known session ids from PostgreSQL (one query), unless another process is
     doing it. True once the set is back (this call refilled it, or found it refilled). Adds only
     (SADD): ids added meanwhile by new sessions stay."""
-    client = get_redis()
-    lock = client.lock(live.KNOWN_SESSIONS_KEY + ":rebuild", timeout=RESTORE_LOCK_SECONDS, blocking=False)
+    lock = get_redis().lock(live.KNOWN_SESSIONS_KEY + ":rebuild", timeout=RESTORE_LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         return False
     try:
         # Every request that found the set not whole comes here; all but the first find it refilled
         # (a chaos run's FLUSHALL, 200 bidders resuming at once, had cost 62 rebuilds in a row).
-        if live.known_is_whole(client):
+        if live.known_is_whole():
             return True
         ids = [str(pk) for pk in BiddingSession.objects.values_list("pk", flat=True)]
         for start in range(0, len(ids), 10_000):
             live.known_add(*ids[start:start + 10_000])
-        live.known_whole(client)  # last: the set answers only once every id is in it
+        live.known_whole()  # last: the set answers only once every id is in it
         logger.warning("rebuilt the set of known session ids from PostgreSQL: %d session(s)", len(ids))
         return True
     finally:

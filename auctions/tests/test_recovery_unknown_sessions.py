@@ -16,14 +16,18 @@ from core.redis import get_redis
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _requests(paths_and_methods, headers):
+def _requests(paths_and_methods, headers, *, at_once: bool = False):
+    """The requests one after another, or all at once (`at_once`)."""
     from flashbid.asgi import application
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
                                      base_url="http://localhost") as client:
-            return [await client.request(method, path, headers=headers, json=body)
-                    for method, path, body in paths_and_methods]
+            requests = [client.request(method, path, headers=headers, json=body)
+                        for method, path, body in paths_and_methods]
+            if at_once:
+                return await asyncio.gather(*requests)
+            return [await request for request in requests]
 
     return async_to_sync(go)()
 
@@ -67,21 +71,13 @@ def test_requests_that_all_found_the_known_ids_gone_refill_them_with_one_query(m
                                                                              executed_sql):
     """Many requests at once find the set gone (bidders resuming after a FLUSHALL): the first
     refills it, the others find it refilled, whatever order their rebuilds run in."""
-    from flashbid.asgi import application
-
     session = make_session()
     headers = auth_header(make_user())
     _requests([("GET", "/api/auth/me", None)], headers)
     get_redis().delete(live.KNOWN_SESSIONS_KEY)
     executed_sql.clear()
 
-    async def go():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
-                                     base_url="http://localhost") as client:
-            return await asyncio.gather(*(client.get(f"/api/sessions/{session.pk}/leaderboard/meta", headers=headers)
-                                          for _ in range(20)))
-
-    answers = async_to_sync(go)()
+    answers = _requests([("GET", f"/api/sessions/{session.pk}/leaderboard/meta", None)] * 20, headers, at_once=True)
 
     assert [r.status_code for r in answers] == [200] * 20
     rebuilds = [sql for sql in executed_sql if "auctions_biddingsession" in sql and "WHERE" not in sql]
